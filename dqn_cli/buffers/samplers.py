@@ -1,0 +1,119 @@
+"""Samplers decide which stored transitions a batch reads and how each is weighted.
+
+Every sampler answers the same two calls, so the learner never asks which buffer it holds:
+uniform sampling returns weights of 1 and ignores priority updates.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from dqn_cli.buffers.sum_tree import SumTree
+
+
+class Sampler(Protocol):
+    def on_add(self, slots: np.ndarray) -> None: ...
+
+    def sample(
+        self,
+        batch_size: int,
+        size: int,
+        newest: np.ndarray,
+        rng: np.random.Generator,
+        beta: float,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Return (slots, importance weights).
+
+        ``newest``: slots of the latest transitions; ``beta``: importance-sampling exponent
+        (only prioritized sampling uses it).
+        """
+        ...
+
+    def update_priorities(self, slots: np.ndarray, td_errors: torch.Tensor) -> None: ...
+
+
+class UniformSampler:
+    """Every stored transition equally likely, drawn with replacement."""
+
+    def on_add(self, slots: np.ndarray) -> None:
+        pass
+
+    def sample(
+        self,
+        batch_size: int,
+        size: int,
+        newest: np.ndarray,
+        rng: np.random.Generator,
+        beta: float,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        return rng.integers(0, size, size=batch_size), np.ones(batch_size, dtype=np.float32)
+
+    def update_priorities(self, slots: np.ndarray, td_errors: torch.Tensor) -> None:
+        pass
+
+
+class LatestSampler:
+    """No replay: each batch is exactly the newest transitions (the tutorials' ablation)."""
+
+    def on_add(self, slots: np.ndarray) -> None:
+        pass
+
+    def sample(
+        self,
+        batch_size: int,
+        size: int,
+        newest: np.ndarray,
+        rng: np.random.Generator,
+        beta: float,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        return newest, np.ones(len(newest), dtype=np.float32)
+
+    def update_priorities(self, slots: np.ndarray, td_errors: torch.Tensor) -> None:
+        pass
+
+
+class PrioritizedSampler:
+    """Proportional prioritized replay (Schaul et al. 2016, arXiv:1511.05952, section 3.3).
+
+    P(i) = p_i^alpha / sum_k p_k^alpha with p_i = |TD error_i| + eps. New transitions get the
+    largest priority seen so far, so each is replayed at least once soon. A batch is drawn
+    stratified: the total mass is cut into ``batch_size`` equal segments and one value is drawn
+    uniformly in each. Importance weights w_i = (N * P(i))^-beta correct the bias; they are
+    divided by the batch's largest weight so they only ever scale the loss down.
+    """
+
+    def __init__(self, capacity: int, alpha: float, eps: float) -> None:
+        self.tree = SumTree(capacity)
+        self.alpha = alpha
+        self.eps = eps
+        self.max_priority = 1.0  # stored as p^alpha, the value kept in the tree
+
+    def on_add(self, slots: np.ndarray) -> None:
+        self.tree.set(slots, np.full(len(slots), self.max_priority))
+
+    def sample(
+        self,
+        batch_size: int,
+        size: int,
+        newest: np.ndarray,
+        rng: np.random.Generator,
+        beta: float,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        total = self.tree.total
+        bounds = np.arange(batch_size, dtype=np.float64) * (total / batch_size)
+        values = bounds + rng.random(batch_size) * (total / batch_size)
+        slots = self.tree.find(values)
+        probs = self.tree.get(slots) / total
+        weights = (size * probs) ** (-beta)
+        weights /= weights.max()
+        return slots, weights.astype(np.float32)
+
+    def update_priorities(self, slots: np.ndarray, td_errors: torch.Tensor) -> None:
+        # Only prioritized replay pays for moving TD errors to the host (a sync on GPU).
+        errors = td_errors.detach().abs().cpu().numpy().astype(np.float64)
+        scaled = (errors + self.eps) ** self.alpha
+        self.tree.set(slots, scaled)
+        self.max_priority = max(self.max_priority, float(scaled.max()))

@@ -1,0 +1,1 @@
+"""Entry points: the only modules that touch Hydra, OmegaConf and the terminal."""
