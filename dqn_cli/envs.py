@@ -45,7 +45,8 @@ def env_spec(observation_space: spaces.Space, action_space: spaces.Space, env_id
         return EnvSpec((), "int64", int(action_space.n), obs_categories=int(observation_space.n))
     if isinstance(observation_space, spaces.Box):
         return EnvSpec(
-            tuple(observation_space.shape), np.dtype(observation_space.dtype).name,
+            tuple(observation_space.shape),
+            np.dtype(observation_space.dtype).name,
             int(action_space.n),
         )
     raise EnvError(

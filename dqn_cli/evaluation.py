@@ -73,7 +73,7 @@ class Evaluator:
         return EvalResult(returns, lengths)
 
     def _run_group(self, q_net: nn.Module, first: int, n: int) -> tuple[np.ndarray, np.ndarray]:
-        seeds = [self.seed + first + i for i in range(self.width)]
+        seeds: list[int | None] = [self.seed + first + i for i in range(self.width)]
         obs, _ = self.envs.reset(seed=seeds)
         rng = np.random.default_rng(self.seed + first)
         ret = np.zeros(self.width)

@@ -1,4 +1,4 @@
-"""Replay memory: storage (where data lives) and samplers (what to read), composed by ReplayBuffer."""
+"""Replay memory: storage (where data lives) plus a sampler (what to read)."""
 
 from dqn_cli.buffers.replay import Batch, ReplayBuffer, make_replay_buffer
 from dqn_cli.buffers.samplers import LatestSampler, PrioritizedSampler, UniformSampler

@@ -27,8 +27,9 @@ class TransitionStorage:
 
     @property
     def nbytes(self) -> int:
-        return sum(a.nbytes for a in (self.obs, self.next_obs, self.actions, self.rewards,
-                                      self.terminated))
+        return sum(
+            a.nbytes for a in (self.obs, self.next_obs, self.actions, self.rewards, self.terminated)
+        )
 
     def add(
         self,

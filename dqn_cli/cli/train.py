@@ -18,7 +18,8 @@ from rich.table import Table
 from dqn_cli.checkpoint import CheckpointError
 from dqn_cli.config import ConfigError, TrainConfig, parse_train_config
 from dqn_cli.envs import EnvError
-from dqn_cli.training import DeviceError, Progress as TrainProgress, TrainResult, train
+from dqn_cli.training import DeviceError, TrainResult, train
+from dqn_cli.training import Progress as TrainProgress
 
 log = logging.getLogger("dqn_cli")
 
@@ -70,8 +71,13 @@ class LineReporter:
             self.next_line = (p.step // self.every + 1) * self.every
             log.info(
                 "step %d/%d  %.0f steps/s  episodes %d  return(last 20) %s  eval %s  epsilon %.3f",
-                p.step, p.total_steps, p.steps_per_second, p.episodes, _fmt(p.recent_return),
-                _fmt(p.last_eval_return), p.epsilon,
+                p.step,
+                p.total_steps,
+                p.steps_per_second,
+                p.episodes,
+                _fmt(p.recent_return),
+                _fmt(p.last_eval_return),
+                p.epsilon,
             )
 
 
@@ -104,12 +110,17 @@ def _route_console_logging(console: Console) -> None:
 def summary_table(config: TrainConfig, result: TrainResult, run_dir: Path) -> Table:
     table = Table(title=f"dqn-train: {config.env.id}", show_header=False)
     rows = [
-        ("algorithm / buffer / target", f"{config.algo.name} / {config.buffer.kind} / "
-                                        f"{config.target.kind}"),
+        (
+            "algorithm / buffer / target",
+            f"{config.algo.name} / {config.buffer.kind} / {config.target.kind}",
+        ),
         ("env steps", f"{result.total_steps:,}"),
         ("episodes", f"{result.episodes:,}"),
-        ("final eval return", f"{result.final_eval.mean:.1f} +- {result.final_eval.std:.1f} "
-                              f"({len(result.final_eval.returns)} episodes)"),
+        (
+            "final eval return",
+            f"{result.final_eval.mean:.1f} +- {result.final_eval.std:.1f} "
+            f"({len(result.final_eval.returns)} episodes)",
+        ),
         ("best eval return", f"{result.best_eval_return_mean:.1f}"),
         ("wall time", f"{result.wall_seconds:.1f} s"),
         ("steps/s", f"{result.steps_per_second:,.0f}"),
@@ -135,7 +146,10 @@ def run(cfg: DictConfig) -> float:
         result = train(config, run_dir, LineReporter(config.total_steps))
     log.info(
         "done: final eval %.1f +- %.1f, %d env steps in %.1f s; run dir %s",
-        result.final_eval.mean, result.final_eval.std, result.total_steps, result.wall_seconds,
+        result.final_eval.mean,
+        result.final_eval.std,
+        result.total_steps,
+        result.wall_seconds,
         run_dir,
     )
     console.print(summary_table(config, result, run_dir))
