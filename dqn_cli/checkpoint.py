@@ -4,21 +4,30 @@ A checkpoint is a plain dict saved with ``torch.save`` and read back only with
 ``torch.load(weights_only=True)``, which unpickles tensors and plain containers and refuses
 anything that would run code. Keys::
 
-    format        int, CHECKPOINT_FORMAT
-    model         online Q-network state_dict
-    target_model  target network state_dict (absent with target=none)
-    optimizer     optimizer state_dict
-    config        resolved training config as a plain dict (see TrainConfig.to_dict)
-    env_spec      observation shape/dtype and action count (see EnvSpec.to_dict)
-    env_step      env steps taken when it was written
-    eval_return   mean eval return at that step, or None
+    format         int, CHECKPOINT_FORMAT
+    model          online Q-network state_dict
+    config         resolved training config as a plain dict (see TrainConfig.to_dict)
+    env_spec       observation shape/dtype and action count (see EnvSpec.to_dict)
+    env_step       env steps taken when it was written
+    eval_return    mean eval return at that step (best.pt), the latest one (last.pt), or None
+
+best.pt holds only those. last.pt and the periodic step_<N>.pt copies hold the full training
+state as well, for an exact resume:
+
+    target_model   target network state_dict (absent with target=none)
+    optimizer      optimizer state_dict (Adam moments and step counts)
+    loop           episode/eval counters, current observations, per-env episode returns
+    rng            python, numpy (global and the run's generator) and torch RNG states
+    env_snapshots  pickled sub-envs, read back only through an allow-list (see env_state.py),
+                   or None where the env cannot be captured (episodes then restart)
+    replay         stored transitions and sampler state (absent with checkpoint.save_buffer=false)
 """
 
 from __future__ import annotations
 
 import os
 import pickle
-import zipfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -51,16 +60,38 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # torch warns about the pickle protocol of files it is about to refuse; the
+            # CheckpointError below is the one line the user needs.
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        if "Unsupported operand" in str(exc):
+            # Opcodes torch's reader does not take: garbage, or a pickle not written by
+            # torch.save. Saying "possibly code" there would mislead.
+            raise CheckpointError(
+                f"checkpoint {path} was refused: it is not a torch checkpoint file "
+                "(or is corrupted)"
+            ) from exc
         raise CheckpointError(
             f"checkpoint {path} was refused: it holds objects other than tensors and plain "
             "data (possibly code), and only weights_only loading is allowed"
         ) from exc
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+    except Exception as exc:
+        # Damaged bytes fail the unpickler in arbitrary ways (KeyError on a bad memo index,
+        # struct.error, ...); whatever it was, the file cannot be read.
         raise CheckpointError(
             f"checkpoint {path} is truncated or corrupted ({type(exc).__name__})"
         ) from exc
     if not isinstance(payload, dict) or "model" not in payload or "config" not in payload:
         raise CheckpointError(f"checkpoint {path} is not a dqn-cli checkpoint (no model/config)")
     return payload
+
+
+def newest_checkpoint(directory: Path) -> Path | None:
+    """The checkpoint a resume continues from: last.pt, else the newest periodic step_*.pt."""
+    last = directory / "last.pt"
+    if last.is_file():
+        return last
+    periodic = sorted(directory.glob("step_*.pt"))
+    return periodic[-1] if periodic else None

@@ -86,6 +86,8 @@ class EvalConfig:
 @dataclass(frozen=True)
 class CheckpointConfig:
     every: int = 10_000
+    keep: int = 3
+    save_buffer: bool = True
 
 
 @dataclass(frozen=True)
@@ -256,6 +258,7 @@ def _check_ranges(c: TrainConfig) -> None:
     ]:
         _require(0.0 <= eps <= 1.0, key, "in [0, 1]", eps)
     _require(c.exploration.steps >= 0, "exploration.steps", ">= 0", c.exploration.steps)
+    _require(c.checkpoint.keep >= 0, "checkpoint.keep", ">= 0", c.checkpoint.keep)
     if c.buffer.kind != "none":
         capacity = c.buffer.capacity
         _require(capacity is not None and capacity > 0, "buffer.capacity", "> 0", capacity)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -71,6 +72,14 @@ class ReplayBuffer:
 
     def update_priorities(self, slots: np.ndarray, td_errors: torch.Tensor) -> None:
         self.sampler.update_priorities(slots, td_errors)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Stored transitions and sampler state (the random generator is saved by its owner)."""
+        return {"storage": self.storage.state_dict(), "sampler": self.sampler.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.storage.load_state_dict(state["storage"])
+        self.sampler.load_state_dict(state["sampler"])
 
 
 def make_sampler(kind: str, capacity: int, alpha: float, eps: float) -> Sampler:

@@ -6,7 +6,7 @@ uniform sampling returns weights of 1 and ignores priority updates.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -34,6 +34,10 @@ class Sampler(Protocol):
 
     def update_priorities(self, slots: np.ndarray, td_errors: torch.Tensor) -> None: ...
 
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
 
 class UniformSampler:
     """Every stored transition equally likely, drawn with replacement."""
@@ -54,6 +58,12 @@ class UniformSampler:
     def update_priorities(self, slots: np.ndarray, td_errors: torch.Tensor) -> None:
         pass
 
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
 
 class LatestSampler:
     """No replay: each batch is exactly the newest transitions (the tutorials' ablation)."""
@@ -72,6 +82,12 @@ class LatestSampler:
         return newest, np.ones(len(newest), dtype=np.float32)
 
     def update_priorities(self, slots: np.ndarray, td_errors: torch.Tensor) -> None:
+        pass
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         pass
 
 
@@ -117,3 +133,13 @@ class PrioritizedSampler:
         scaled = (errors + self.eps) ** self.alpha
         self.tree.set(slots, scaled)
         self.max_priority = max(self.max_priority, float(scaled.max()))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"tree": torch.from_numpy(self.tree.nodes.copy()), "max_priority": self.max_priority}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        nodes = state["tree"].numpy()
+        if nodes.shape != self.tree.nodes.shape:
+            raise ValueError("saved priorities do not match the buffer capacity")
+        self.tree.nodes[:] = nodes
+        self.max_priority = float(state["max_priority"])

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+import torch
+
+_ARRAYS = ("obs", "next_obs", "actions", "rewards", "terminated")
 
 
 class TransitionStorage:
@@ -27,9 +32,22 @@ class TransitionStorage:
 
     @property
     def nbytes(self) -> int:
-        return sum(
-            a.nbytes for a in (self.obs, self.next_obs, self.actions, self.rewards, self.terminated)
-        )
+        return sum(getattr(self, name).nbytes for name in _ARRAYS)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The stored part only (``size`` rows), as tensors for a ``weights_only`` checkpoint."""
+        state: dict[str, Any] = {"cursor": self.cursor, "size": self.size}
+        for name in _ARRAYS:
+            state[name] = torch.from_numpy(getattr(self, name)[: self.size].copy())
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        size = int(state["size"])
+        if size > self.capacity:
+            raise ValueError(f"saved replay holds {size} transitions, capacity is {self.capacity}")
+        for name in _ARRAYS:
+            getattr(self, name)[:size] = state[name].numpy()
+        self.cursor, self.size = int(state["cursor"]), size
 
     def add(
         self,

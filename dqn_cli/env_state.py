@@ -1,0 +1,109 @@
+"""Snapshots of live gymnasium envs, so a resumed run continues the very same episodes.
+
+An env's state (physics, step counter of its TimeLimit, its random generator) lives in Python
+objects, and pickle is the only general way to capture it. Unpickling runs whatever callables
+the file names, so a snapshot is never unpickled freely: :class:`_EnvUnpickler` resolves only
+the classes of a freshly made env of the same id (its wrapper chain and spaces) plus the numpy
+array and random-generator constructors. Anything else in the file is refused, which keeps
+loading a checkpoint as safe as ``torch.load(weights_only=True)``.
+
+Envs that cannot be pickled faithfully (Box2D and MuJoCo envs pickle their constructor
+arguments, not their state; simulators with native handles do not pickle at all) have no
+snapshot: their episodes restart on resume.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+from typing import Any
+
+import gymnasium as gym
+from gymnasium import spaces
+from gymnasium.utils import EzPickle
+
+from dqn_cli.envs import make_env
+
+# numpy's own reconstruction helpers: arrays, scalars, dtypes and random generators.
+_NUMPY_ALLOWED = {
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("numpy.random._pickle", "__generator_ctor"),
+    ("numpy.random._pickle", "__bit_generator_ctor"),
+    ("numpy.random._pickle", "__randomstate_ctor"),
+    ("numpy.random._generator", "Generator"),
+    ("numpy.random._pcg64", "PCG64"),
+    ("numpy.random.bit_generator", "SeedSequence"),
+    ("numpy.random.bit_generator", "__pyx_unpickle_SeedSequence"),
+}
+
+
+def _allowed_classes(env: gym.Env) -> set[tuple[str, str]]:
+    allowed = set(_NUMPY_ALLOWED)
+    layer: Any = env
+    while True:
+        allowed.add((type(layer).__module__, type(layer).__qualname__))
+        if not isinstance(layer, gym.Wrapper):
+            break
+        layer = layer.env
+    for space_type in (
+        spaces.Box,
+        spaces.Discrete,
+        spaces.MultiBinary,
+        spaces.MultiDiscrete,
+        spaces.Tuple,
+        spaces.Dict,
+    ):
+        allowed.add((space_type.__module__, space_type.__qualname__))
+    for spec_type in (gym.envs.registration.EnvSpec, gym.envs.registration.WrapperSpec):
+        allowed.add((spec_type.__module__, spec_type.__qualname__))
+    for dtype in (
+        "Float32DType",
+        "Float64DType",
+        "Int64DType",
+        "Int32DType",
+        "UInt8DType",
+        "BoolDType",
+    ):
+        allowed.add(("numpy.dtypes", dtype))
+    return allowed
+
+
+class _EnvUnpickler(pickle.Unpickler):
+    def __init__(self, data: bytes, allowed: set[tuple[str, str]]) -> None:
+        super().__init__(io.BytesIO(data))
+        self.allowed = allowed
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in self.allowed:
+            raise pickle.UnpicklingError(f"env snapshot refers to {module}.{name}, not allowed")
+        return super().find_class(module, name)
+
+
+def snapshot_envs(envs: gym.vector.SyncVectorEnv) -> list[bytes] | None:
+    """Pickled sub-envs, or None when this env cannot be pickled faithfully."""
+    if any(isinstance(env.unwrapped, EzPickle) for env in envs.envs):
+        # EzPickle envs (Box2D, MuJoCo) pickle their constructor arguments, not their state:
+        # unpickling would build a fresh env, silently starting new episodes.
+        return None
+    try:
+        return [pickle.dumps(env) for env in envs.envs]
+    except Exception:
+        return None
+
+
+def restore_envs(envs: gym.vector.SyncVectorEnv, snapshots: list[bytes], env_id: str) -> None:
+    """Put the snapshotted sub-envs in place of ``envs``' own; raises UnpicklingError if unsafe."""
+    if len(snapshots) != envs.num_envs:
+        raise ValueError(f"snapshot holds {len(snapshots)} envs, the run has {envs.num_envs}")
+    reference = make_env(env_id)
+    allowed = _allowed_classes(reference)
+    reference.close()
+    restored = [_EnvUnpickler(data, allowed).load() for data in snapshots]
+    for old in envs.envs:
+        old.close()
+    envs.envs = restored
