@@ -14,10 +14,10 @@ help: ## list the targets
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,video]'
 	touch $(STAMP)
 
-install: $(STAMP) ## create .venv and install dqn-cli with its dev tools (CPU torch pinned)
+install: $(STAMP) ## create .venv and install dqn-cli with its dev tools and video extra (CPU torch pinned)
 
 train: $(STAMP) ## set up, then train with the defaults (pass overrides: make train ARGS="algo=ddqn")
 	$(BIN)/dqn-train $(ARGS)

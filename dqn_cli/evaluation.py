@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
+import gymnasium as gym
 import numpy as np
 import torch
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
@@ -33,6 +35,9 @@ class Evaluator:
     The env is separate from the training envs: evaluating never disturbs training episodes.
     Acting is greedy unless ``epsilon`` > 0 (Mnih et al. 2015 evaluated with 0.05, to avoid
     deterministic loops in envs that never end on their own).
+
+    ``env_factory`` replaces ``make_env(env_id)`` for the sub-envs, e.g. to wrap them in a
+    video recorder; the episodes, seeds and acting stay the same.
     """
 
     def __init__(
@@ -43,6 +48,7 @@ class Evaluator:
         epsilon: float = 0.0,
         device: torch.device | None = None,
         max_parallel: int = 32,
+        env_factory: Callable[[], gym.Env] | None = None,
     ) -> None:
         self.env_id = env_id
         self.episodes = episodes
@@ -51,9 +57,8 @@ class Evaluator:
         self.device = device or torch.device("cpu")
         self.width = min(episodes, max_parallel)
         make_env(env_id).close()  # fail fast with a clear message
-        self.envs = SyncVectorEnv(
-            [lambda: make_env(env_id)] * self.width, autoreset_mode=AutoresetMode.NEXT_STEP
-        )
+        factory = env_factory or (lambda: make_env(env_id))
+        self.envs = SyncVectorEnv([factory] * self.width, autoreset_mode=AutoresetMode.NEXT_STEP)
 
     def close(self) -> None:
         self.envs.close()

@@ -37,20 +37,78 @@ def tiny_config():
     return make
 
 
-def dqn_train_command() -> str:
-    """The installed console script (tests exercise what users run, not python -m)."""
-    found = shutil.which("dqn-train", path=str(Path(sys.executable).parent))
-    assert found, "dqn-train is not installed next to this interpreter; run `make install`"
+def installed_command(name: str) -> str:
+    """An installed console script (tests exercise what users run, not python -m)."""
+    found = shutil.which(name, path=str(Path(sys.executable).parent))
+    assert found, f"{name} is not installed next to this interpreter; run `make install`"
     return found
+
+
+def dqn_train_command() -> str:
+    return installed_command("dqn-train")
+
+
+def run_installed(name, *args, cwd, timeout=300, env=None):
+    return subprocess.run(
+        [installed_command(name), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
 
 
 @pytest.fixture
 def run_dqn_train(tmp_path):
-    exe = dqn_train_command()
-
     def run(*args, timeout=300):
-        return subprocess.run(
-            [exe, *args], cwd=tmp_path, capture_output=True, text=True, timeout=timeout
-        )
+        return run_installed("dqn-train", *args, cwd=tmp_path, timeout=timeout)
 
     return run
+
+
+@pytest.fixture(scope="session")
+def run_command():
+    """``run_command("dqn-eval", *args, cwd=DIR)``: for fixtures wider than one test."""
+    return run_installed
+
+
+@pytest.fixture
+def run_dqn_eval(tmp_path):
+    def run(*args, cwd=None, timeout=120, env=None):
+        return run_installed("dqn-eval", *args, cwd=cwd or tmp_path, timeout=timeout, env=env)
+
+    return run
+
+
+# Sweep jobs small enough for tests: a few seconds each, with events, evaluations, checkpoints.
+TINY_SWEEP_JOB = [
+    "total_steps=1500",
+    "learning_starts=500",
+    "batch_size=32",
+    "model.hidden=[32]",
+    "eval.every=500",
+    "eval.episodes=2",
+    "exploration.steps=500",
+]
+
+
+@pytest.fixture(scope="session")
+def grid_sweep(tmp_path_factory, run_command):
+    """2 configurations x 2 seeds through the joblib launcher preset, shared by the sweep and
+    report tests: ``(CompletedProcess, sweep_dir)``."""
+    root = tmp_path_factory.mktemp("grid_sweep")
+    sweep = root / "sweep"
+    done = run_command(
+        "dqn-train",
+        "-m",
+        "hydra/launcher=parallel",
+        "hydra.launcher.n_jobs=2",
+        "buffer=uniform,none",
+        "seed=0,1",
+        f"hydra.sweep.dir={sweep}",
+        *TINY_SWEEP_JOB,
+        cwd=root,
+        timeout=400,
+    )
+    return done, sweep

@@ -1,4 +1,5 @@
 import json
+import shutil
 
 import pytest
 import torch
@@ -57,20 +58,84 @@ def test_help_lists_groups_options_and_keys(run_dqn_train):
 
 
 @pytest.mark.parametrize(
-    ("override", "expected"),
+    ("overrides", "expected"),
     [
-        ("lr=fast", "lr: expected a number, got 'fast'"),
-        ("total_steps=1.5", "total_steps: expected an integer"),
-        ("gamma=2", "gamma: must be in [0, 1], got 2.0"),
-        ("buffer.capacity=-5", "buffer.capacity: must be > 0"),
-        ("env.id=CartPole-v0000", "env.id: 'CartPole-v0000' is not a registered gymnasium env"),
-        ("env.id=Pendulum-v1", "DQN needs a Discrete one"),
-        ("+typo_key=3", "typo_key: unknown key"),
+        (["buffer.capacity=-5"], "buffer.capacity: must be > 0, got -5"),
+        (["buffer.capacity=0"], "buffer.capacity: must be > 0, got 0"),
+        (["buffer.capacity=16", "batch_size=32"], "batch_size: must be <= buffer.capacity (16)"),
+        (["gamma=2"], "gamma: must be in [0, 1], got 2.0"),
+        (["gamma=-0.1"], "gamma: must be in [0, 1]"),
+        (["target=soft", "target.tau=0"], "target.tau: must be in (0, 1]"),
+        (["target=soft", "target.tau=1.5"], "target.tau: must be in (0, 1]"),
+        (["buffer=per", "buffer.alpha=-1"], "buffer.alpha: must be >= 0"),
+        (["buffer=per", "buffer.beta=1.2"], "buffer.beta: must be in [0, 1]"),
+        (["learning_starts=10"], "learning_starts: must be >= batch_size (32)"),
+        (["total_steps=0"], "total_steps: must be > 0, got 0"),
+        (["total_steps=-100"], "total_steps: must be > 0"),
+        (["total_steps=1.5"], "total_steps: expected an integer, got 1.5"),
+        (["batch_size=big"], "batch_size: expected an integer, got 'big'"),
+        (["lr=fast"], "lr: expected a number, got 'fast'"),
+        (
+            ["buffer=fancy"],
+            "buffer: unknown option 'fancy'; valid: none, per, prioritized, uniform",
+        ),
+        (["algo=rainbow"], "algo: unknown option 'rainbow'; valid: ddqn, dqn"),
+        (["env.id=CartPole-v0000"], "is not a registered gymnasium env; did you mean CartPole-v"),
+        (["env.id=Pendulum-v1"], "has a Box action space; DQN needs a Discrete one"),
+        (["device=cuda"], "device: cuda was requested but no CUDA device is available"),
+        (["lrr=0.1"], "Could not override 'lrr'"),
+        (["+typo_key=3"], "typo_key: unknown key"),
+        (["resume=/nonexistent/run"], "resume: /nonexistent/run is not a directory"),
     ],
 )
-def test_bad_input_is_one_line_and_a_nonzero_exit(run_dqn_train, override, expected):
-    done = run_dqn_train(*FAST, override)
+def test_bad_input_is_one_line_a_nonzero_exit_and_no_run_dir(
+    run_dqn_train, tmp_path, overrides, expected
+):
+    if expected.startswith("device: cuda") and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    resuming = overrides[0].startswith("resume=")
+    done = run_dqn_train(*([] if resuming else FAST), *overrides)
     assert done.returncode == 2
     assert expected in done.stderr
+    assert done.stderr.startswith("dqn-train: error: ")
     assert "Traceback" not in done.stderr + done.stdout
     assert len(done.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "outputs").exists()  # refused before any run dir was made
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    import subprocess
+
+    from tests.conftest import dqn_train_command
+
+    run_dir = tmp_path_factory.mktemp("finished")
+    subprocess.run(
+        [dqn_train_command(), *FAST, f"hydra.run.dir={run_dir}"], check=True, capture_output=True
+    )
+    return run_dir
+
+
+def test_resume_refuses_a_run_without_checkpoints(run_dqn_train, tmp_path):
+    (tmp_path / "empty" / "checkpoints").mkdir(parents=True)
+    done = run_dqn_train(f"resume={tmp_path / 'empty'}")
+    assert done.returncode == 2
+    assert "no checkpoint in" in done.stderr and "nothing to resume" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_resume_refuses_a_corrupted_checkpoint_and_leaves_it_alone(
+    run_dqn_train, tmp_path, finished_run
+):
+    run_dir = tmp_path / "run"
+    shutil.copytree(finished_run, run_dir)
+    last = run_dir / "checkpoints" / "last.pt"
+    data = last.read_bytes()
+    last.write_bytes(data[: len(data) // 2])
+    before = sorted(p.name for p in run_dir.rglob("*"))
+    done = run_dqn_train(f"resume={run_dir}", "total_steps=3000")
+    assert done.returncode == 2
+    assert "truncated or corrupted" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert last.read_bytes() == data[: len(data) // 2]
+    assert sorted(p.name for p in run_dir.rglob("*")) == before
