@@ -8,8 +8,6 @@ copied to another directory or machine gives the same returns as in its run dir.
 from __future__ import annotations
 
 import importlib.util
-import os
-import re
 import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -18,12 +16,12 @@ from typing import Any
 
 import gymnasium as gym
 import torch
-import yaml
 
 from dqn_cli.checkpoint import CHECKPOINT_FORMAT, CheckpointError, load_checkpoint
 from dqn_cli.envs import EnvError, env_spec, make_env
 from dqn_cli.evaluation import Evaluator
 from dqn_cli.networks import EnvSpec, QNetwork
+from dqn_cli.rundirs import find_run_dirs, is_run_dir, read_overrides
 
 VIDEO_EXTRA_HINT = "pip install 'dqn-cli[video]'"
 
@@ -56,10 +54,6 @@ class Resolved:
 
     targets: list[EvalTarget]
     skipped: list[Path]
-
-
-def is_run_dir(path: Path) -> bool:
-    return (path / "checkpoints").is_dir() or (path / ".hydra").is_dir()
 
 
 def checkpoint_name(last: bool) -> str:
@@ -114,36 +108,6 @@ def _missing_checkpoint_message(run_dir: Path, last: bool) -> str:
         flag = "without --last" if last else "with --last"
         return f"run dir {run_dir} has no checkpoints/{name} (it has {other}: run {flag})"
     return f"run dir {run_dir} has no checkpoints/{name} (has its training written one yet?)"
-
-
-def find_run_dirs(root: Path) -> list[Path]:
-    """Run dirs below ``root``, in natural order (job 2 before job 10); not below a run dir."""
-    runs = []
-    for here, dirs, _ in os.walk(root):  # does not follow symlinks, so no cycles
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
-        current = Path(here)
-        if current != root and is_run_dir(current):
-            runs.append(current)
-            dirs.clear()
-    return sorted(runs, key=lambda run: natural_key(run.relative_to(root)))
-
-
-def natural_key(path: Path) -> list[list[str | int]]:
-    # re.split with a capture group alternates text and digits, so the types line up
-    # position by position and the lists always compare.
-    return [
-        [int(piece) if i % 2 else piece for i, piece in enumerate(re.split(r"(\d+)", part))]
-        for part in path.parts
-    ]
-
-
-def read_overrides(run_dir: Path) -> list[str]:
-    """The command-line overrides Hydra recorded for a run; [] where there are none to read."""
-    try:
-        loaded = yaml.safe_load((run_dir / ".hydra" / "overrides.yaml").read_text())
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        return []  # a label without overrides still names the run by its dir
-    return [str(item) for item in loaded] if isinstance(loaded, list) else []
 
 
 def distinguishing_overrides(per_run: list[list[str]]) -> list[list[str]]:

@@ -343,7 +343,8 @@ def run(cfg: DictConfig) -> float:
     stop.install()
     console = Console()
     start_step = int(payload["env_step"]) if payload else 0
-    if console.is_terminal:
+    # Parallel sweep jobs share one terminal: their progress bars would overwrite each other.
+    if console.is_terminal and HydraConfig.get().mode != RunMode.MULTIRUN:
         reporter = TerminalReporter(config.total_steps, start_step, console)
         _route_console_logging(reporter.progress.console)
         with reporter.progress:

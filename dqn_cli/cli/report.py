@@ -1,0 +1,124 @@
+"""``dqn-report SWEEP_DIR``: summarise a dqn-train sweep as a table, report.md/csv and plots."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+from typing import Literal
+
+from rich.console import Console
+from rich.table import Table
+
+from dqn_cli.report import (
+    RETURN_WINDOW,
+    ReportError,
+    SweepReport,
+    build_report,
+    job_overrides,
+    table_header,
+    table_rows,
+    write_report,
+)
+
+PROG = "dqn-report"
+
+
+def _threshold(text: str) -> float | Literal["env"] | None:
+    """A finite number; "env" for the env's reward threshold; "none" for no such column."""
+    if text.lower() in ("env", "none"):
+        return "env" if text.lower() == "env" else None
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be finite, got {text!r}")
+    return value
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description=(
+            "Summarise a dqn-train sweep (multirun) dir: one row per configuration, seeds "
+            "grouped; writes report.md, report.csv and PNG plots of the training return, the "
+            "eval return and the running variance of episode return "
+            f"(window {RETURN_WINDOW} episodes)."
+        ),
+    )
+    parser.add_argument("sweep_dir", type=Path, metavar="SWEEP_DIR", help="e.g. multirun/DATE/TIME")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        metavar="DIR",
+        help="where to write report.md, report.csv and the PNGs (default: SWEEP_DIR)",
+    )
+    parser.add_argument(
+        "--threshold",
+        type=_threshold,
+        default="env",
+        metavar="R",
+        help=(
+            "eval return for the 'steps to R' column (default: the env's registered reward "
+            "threshold, e.g. 475 for CartPole-v1, or none if it has none; 'none': no such column)"
+        ),
+    )
+    return parser.parse_args(argv)
+
+
+def rich_table(report: SweepReport) -> Table:
+    title = f"dqn-report: {report.sweep_dir}"
+    table = Table(title=title, title_justify="left")
+    header = table_header(report)
+    numeric = {"seeds", "final eval return", "best eval", "wall time", "steps/s"}
+    rows = table_rows(report)
+    for name in header:
+        numeric_column = name in numeric or name.startswith("steps to")
+        table.add_column(name, justify="right" if numeric_column else "left", overflow="fold")
+    for row, stats in zip(rows, report.configs, strict=True):
+        style = "red" if stats.completed == 0 else ("yellow" if stats.failed else None)
+        table.add_row(*row, style=style)
+    return table
+
+
+def failed_table(report: SweepReport) -> Table:
+    table = Table(title="failed jobs", title_justify="left", title_style="red")
+    table.add_column("job")
+    table.add_column("overrides", overflow="fold")
+    table.add_column("reason", overflow="fold")
+    for job in report.failed_jobs:
+        table.add_row(job.name, job_overrides(report, job), job.error or "unknown")
+    return table
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    console = Console()
+    if not console.is_terminal:
+        # Piped into a file or a CI log: no terminal to fit, so do not fold rows at 80 columns.
+        console = Console(width=200)
+    try:
+        report = build_report(args.sweep_dir, threshold=args.threshold)
+        out_dir = args.out if args.out is not None else args.sweep_dir
+        outputs = write_report(report, out_dir)
+    except (ReportError, OSError) as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    console.print(rich_table(report))
+    if report.failed_jobs:
+        console.print(failed_table(report))
+    threshold = (
+        "none" if report.threshold is None else f"{report.threshold:g} ({report.threshold_source})"
+    )
+    console.print(
+        f"{len(report.jobs)} jobs, {len(report.configs)} configurations; threshold {threshold}; "
+        f"final eval return: mean +- std across seeds"
+    )
+    for path in [outputs.markdown, outputs.csv, *outputs.plots]:
+        console.print(f"wrote {path}", highlight=False)
+
+
+if __name__ == "__main__":
+    main()
