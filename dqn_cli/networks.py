@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -66,3 +67,51 @@ class QNetwork(nn.Module):
             if self._scale is not None:
                 x = x * self._scale
         return self.layers(x)
+
+
+class HostQFunction:
+    """Q-values of a CPU :class:`QNetwork` computed with numpy, for acting.
+
+    For the small MLPs DQN uses on vector observations, torch's per-call overhead (tens of
+    microseconds) is most of the cost of choosing an action. The numpy arrays here are views
+    of the network's parameters (same memory), so every optimizer step and every
+    ``load_state_dict`` is seen without copying anything.
+    """
+
+    def __init__(self, net: QNetwork) -> None:
+        if any(p.device.type != "cpu" for p in net.parameters()):
+            raise ValueError("HostQFunction needs a network on the CPU")
+        linears = [m for m in net.layers if isinstance(m, nn.Linear)]
+        self.layers = [(m.weight.detach().numpy().T, m.bias.detach().numpy()) for m in linears]
+        self.spec = net.spec
+        if net.spec.obs_categories is not None:
+            self.one_hot = np.eye(net.spec.obs_categories, dtype=np.float32)
+        self.scale = np.float32(1 / 255) if net.spec.obs_dtype == "uint8" else None
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        if self.spec.obs_categories is not None:
+            x = self.one_hot[obs]
+        else:
+            x = obs.reshape(len(obs), -1).astype(np.float32, copy=False)
+            if self.scale is not None:
+                x = x * self.scale
+        last = len(self.layers) - 1
+        for i, (weight_t, bias) in enumerate(self.layers):
+            x = x @ weight_t + bias
+            if i < last:
+                np.maximum(x, 0.0, out=x)
+        return x
+
+
+def greedy_policy(net: QNetwork, device: torch.device) -> Callable[[np.ndarray], np.ndarray]:
+    """argmax_a Q(obs, a) for a batch of observations, the fastest way for ``device``."""
+    if device.type == "cpu":
+        host = HostQFunction(net)
+        return lambda obs: host(obs).argmax(axis=1)
+
+    @torch.inference_mode()
+    def act(obs: np.ndarray) -> np.ndarray:
+        q = net(torch.as_tensor(obs, device=device))
+        return q.argmax(dim=1).cpu().numpy()
+
+    return act

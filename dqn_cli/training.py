@@ -31,7 +31,7 @@ from dqn_cli.envs import env_spec, make_vector_env, true_next_obs
 from dqn_cli.evaluation import EvalResult, Evaluator
 from dqn_cli.exploration import linear_anneal, make_epsilon_schedule
 from dqn_cli.learner import DQNLearner, UpdateResult
-from dqn_cli.networks import EnvSpec, QNetwork
+from dqn_cli.networks import EnvSpec, QNetwork, greedy_policy
 from dqn_cli.targets import TargetUpdater, make_target_updater
 
 log = logging.getLogger(__name__)
@@ -240,6 +240,7 @@ def train(
     agent = build_agent(c, spec, device, rng)
     online, target, optimizer = agent.online, agent.target, agent.optimizer
     learner, target_updater, buffer = agent.learner, agent.target_updater, agent.buffer
+    act = greedy_policy(online, device)
     epsilon_at = make_epsilon_schedule(
         c.exploration.schedule, c.exploration.start, c.exploration.end, c.exploration.steps
     )
@@ -316,16 +317,15 @@ def train(
         if stop_requested is not None and stop_requested():
             interrupted = True
             break
-        # Act: epsilon-greedy over all envs with one forward pass.
+        # Act: epsilon-greedy over all envs with one forward pass (none while all explore).
         epsilon = epsilon_at(step)
-        explore = rng.random(n) < epsilon
-        random_actions = rng.integers(spec.n_actions, size=n)
+        draws = rng.random(2 * n)  # one call: explore?, then which random action
+        explore = draws[:n] < epsilon
+        random_actions = (draws[n:] * spec.n_actions).astype(np.int64)
         if explore.all():
             actions = random_actions
         else:
-            with torch.inference_mode():
-                q = online(torch.as_tensor(state.obs, device=device))
-            actions = np.where(explore, random_actions, q.argmax(dim=1).cpu().numpy())
+            actions = np.where(explore, random_actions, act(state.obs))
 
         # Store: the TD target needs `terminated` alone; truncated episodes still bootstrap.
         next_obs, rewards, terminated, truncated, info = envs.step(actions)
@@ -337,7 +337,7 @@ def train(
         state.episode_length += 1
         previous_step, step = step, step + n
         state.step = step
-        for i in np.flatnonzero(done):
+        for i in np.flatnonzero(done) if done.any() else ():
             state.episodes += 1
             state.recent_returns.append(float(state.episode_return[i]))
             writer.add_scalar("charts/episodic_return", state.episode_return[i], step)

@@ -74,7 +74,7 @@ def test_prioritized_sampling_follows_priorities_and_new_items_get_max():
     assert weights[0] == pytest.approx(1.0) and weights[3] == pytest.approx(0.25)
     # A new transition (overwriting slot 0) gets the largest priority seen so far: 4.
     fill(buffer, 1, start=10)
-    assert sampler.tree.get(np.array([0]))[0] == pytest.approx(4.0)
+    assert sampler.priorities(np.array([0]))[0] == pytest.approx(4.0)
 
 
 def test_prioritized_sampling_is_stratified():
@@ -90,9 +90,9 @@ def test_priority_is_abs_td_error_plus_eps_to_the_alpha():
     sampler = PrioritizedSampler(4, alpha=0.5, eps=0.01)
     sampler.on_add(np.arange(4))
     sampler.update_priorities(np.array([2]), torch.tensor([-0.99]))
-    assert sampler.tree.get(np.array([2]))[0] == pytest.approx(1.0**0.5)
+    assert sampler.priorities(np.array([2]))[0] == pytest.approx(1.0**0.5)
     sampler.update_priorities(np.array([1]), torch.tensor([3.99]))
-    assert sampler.tree.get(np.array([1]))[0] == pytest.approx(2.0)
+    assert sampler.priorities(np.array([1]))[0] == pytest.approx(2.0)
     assert sampler.max_priority == pytest.approx(2.0)
 
 

@@ -15,7 +15,7 @@ from dqn_cli.buffers.sum_tree import SumTree
 
 
 class Sampler(Protocol):
-    def on_add(self, slots: np.ndarray) -> None: ...
+    def on_add(self, slots: slice | np.ndarray) -> None: ...
 
     def sample(
         self,
@@ -42,7 +42,7 @@ class Sampler(Protocol):
 class UniformSampler:
     """Every stored transition equally likely, drawn with replacement."""
 
-    def on_add(self, slots: np.ndarray) -> None:
+    def on_add(self, slots: slice | np.ndarray) -> None:
         pass
 
     def sample(
@@ -68,7 +68,7 @@ class UniformSampler:
 class LatestSampler:
     """No replay: each batch is exactly the newest transitions (the tutorials' ablation)."""
 
-    def on_add(self, slots: np.ndarray) -> None:
+    def on_add(self, slots: slice | np.ndarray) -> None:
         pass
 
     def sample(
@@ -106,9 +106,25 @@ class PrioritizedSampler:
         self.alpha = alpha
         self.eps = eps
         self.max_priority = 1.0  # stored as p^alpha, the value kept in the tree
+        self.pending: list[np.ndarray] = []
 
-    def on_add(self, slots: np.ndarray) -> None:
-        self.tree.set(slots, np.full(len(slots), self.max_priority))
+    def on_add(self, slots: slice | np.ndarray) -> None:
+        # New transitions wait here and enter the tree in one vectorized write at the next
+        # sample or update: one tree walk per training round instead of one per env step.
+        self.pending.append(
+            np.arange(slots.start, slots.stop) if isinstance(slots, slice) else slots
+        )
+
+    def priorities(self, slots: np.ndarray) -> np.ndarray:
+        """Current p^alpha of ``slots`` (new transitions included)."""
+        self._flush()
+        return self.tree.get(slots)
+
+    def _flush(self) -> None:
+        if self.pending:
+            slots = np.concatenate(self.pending)
+            self.pending.clear()
+            self.tree.set(slots, np.full(len(slots), self.max_priority))
 
     def sample(
         self,
@@ -118,6 +134,7 @@ class PrioritizedSampler:
         rng: np.random.Generator,
         beta: float,
     ) -> tuple[np.ndarray, np.ndarray]:
+        self._flush()
         total = self.tree.total
         bounds = np.arange(batch_size, dtype=np.float64) * (total / batch_size)
         values = bounds + rng.random(batch_size) * (total / batch_size)
@@ -128,6 +145,7 @@ class PrioritizedSampler:
         return slots, weights.astype(np.float32)
 
     def update_priorities(self, slots: np.ndarray, td_errors: torch.Tensor) -> None:
+        self._flush()
         # Only prioritized replay pays for moving TD errors to the host (a sync on GPU).
         errors = td_errors.detach().abs().cpu().numpy().astype(np.float64)
         scaled = (errors + self.eps) ** self.alpha
@@ -135,6 +153,7 @@ class PrioritizedSampler:
         self.max_priority = max(self.max_priority, float(scaled.max()))
 
     def state_dict(self) -> dict[str, Any]:
+        self._flush()
         return {"tree": torch.from_numpy(self.tree.nodes.copy()), "max_priority": self.max_priority}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:

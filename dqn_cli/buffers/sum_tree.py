@@ -40,10 +40,12 @@ class SumTree:
         """Set the priorities of ``items`` (duplicates: the last value wins)."""
         idx = self.leaves + np.asarray(items, dtype=np.int64)
         self.nodes[idx] = priorities
+        nodes = self.nodes
         for _ in range(self.depth):
             # Parents are recomputed from both children, so duplicate indices are harmless.
-            idx = np.unique(idx >> 1)
-            self.nodes[idx] = self.nodes[2 * idx] + self.nodes[2 * idx + 1]
+            idx >>= 1
+            left = idx << 1
+            nodes[idx] = nodes[left] + nodes[left + 1]
 
     def find(self, values: np.ndarray) -> np.ndarray:
         """Items whose cumulative-priority interval contains each of ``values`` (in [0, total))."""
