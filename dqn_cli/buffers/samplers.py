@@ -135,22 +135,15 @@ class PrioritizedSampler:
         beta: float,
     ) -> tuple[np.ndarray, np.ndarray]:
         self._flush()
-        total = self.tree.total
-        bounds = np.arange(batch_size, dtype=np.float64) * (total / batch_size)
-        values = bounds + rng.random(batch_size) * (total / batch_size)
-        slots = self.tree.find(values)
-        probs = self.tree.get(slots) / total
-        weights = (size * probs) ** (-beta)
-        weights /= weights.max()
+        slots, weights = self.tree.sample_stratified(rng.random(batch_size), size, beta)
         return slots, weights.astype(np.float32)
 
     def update_priorities(self, slots: np.ndarray, td_errors: torch.Tensor) -> None:
         self._flush()
         # Only prioritized replay pays for moving TD errors to the host (a sync on GPU).
-        errors = td_errors.detach().abs().cpu().numpy().astype(np.float64)
-        scaled = (errors + self.eps) ** self.alpha
-        self.tree.set(slots, scaled)
-        self.max_priority = max(self.max_priority, float(scaled.max()))
+        errors = td_errors.detach().cpu().numpy()
+        largest = self.tree.set_from_errors(slots, errors, self.eps, self.alpha)
+        self.max_priority = max(self.max_priority, largest)
 
     def state_dict(self) -> dict[str, Any]:
         self._flush()
