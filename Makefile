@@ -3,13 +3,14 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.bench-installed
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test test-slow lint format clean
+.PHONY: help install train test test-slow bench bench-quick lint format clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +28,28 @@ test: $(STAMP) ## set up, then run the default test suite
 
 test-slow: $(STAMP) ## the long learning checks: default config solves CartPole on seeds 0-4
 	$(BIN)/python -m pytest -q -m slow $(PYTEST_ARGS)
+
+# The peer (Stable-Baselines3) is the optional `bench` extra: installed only for benchmarking,
+# under the same torch pin.
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,video,bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP) ## benchmarks: vs Stable-Baselines3, buffers, PER cost, vector envs, memory, profile (~35 min)
+	$(BIN)/python -m bench.peers --repeats 3
+	$(BIN)/python -m bench.buffers
+	$(BIN)/python -m bench.per_cost --repeats 2
+	$(BIN)/python -m bench.vector_envs --repeats 2
+	$(BIN)/python -m bench.memory --steps 200000
+	$(BIN)/python -m bench.profile_step --repeats 3
+
+bench-quick: $(BENCH_STAMP) ## the same benchmarks with one repeat and shorter runs (~10 min)
+	$(BIN)/python -m bench.peers --repeats 1
+	$(BIN)/python -m bench.buffers --budget 0.1 --repeats 3
+	$(BIN)/python -m bench.per_cost --steps 20000 --repeats 1
+	$(BIN)/python -m bench.vector_envs --repeats 1 --collect-steps 8000 --train-steps 6000
+	$(BIN)/python -m bench.memory --steps 60000 --capacity 20000
+	$(BIN)/python -m bench.profile_step --steps 30000
 
 lint: $(STAMP) ## ruff and mypy
 	$(BIN)/ruff check dqn_cli tests bench

@@ -40,8 +40,10 @@ def main() -> None:
     exe = shutil.which("dqn-train", path=str(Path(sys.executable).parent))
     if exe is None:
         sys.exit("dqn-train is not installed next to this python; run `make install` first")
-    print(f"# {platform.processor() or platform.machine()}, python {platform.python_version()}, "
-          f"torch {torch.__version__}, overrides: {' '.join(overrides) or '(none)'}")
+    print(
+        f"# {platform.processor() or platform.machine()}, python {platform.python_version()}, "
+        f"torch {torch.__version__}, overrides: {' '.join(overrides) or '(none)'}"
+    )
     print("| seed | final eval (20 ep) | best eval | first env step >= 475 | wall s |")
     print("|---|---|---|---|---|")
     failures = 0
@@ -49,8 +51,11 @@ def main() -> None:
         for seed in args.seeds:
             run_dir = Path(tmp) / f"seed{seed}"
             started = time.perf_counter()
-            done = subprocess.run([exe, f"seed={seed}", f"hydra.run.dir={run_dir}", *overrides],
-                                  capture_output=True, text=True)
+            done = subprocess.run(
+                [exe, f"seed={seed}", f"hydra.run.dir={run_dir}", *overrides],
+                capture_output=True,
+                text=True,
+            )
             wall = time.perf_counter() - started
             if done.returncode != 0:
                 print(f"| {seed} | failed: {done.stderr.strip()[-200:]} | | | |")
@@ -59,9 +64,12 @@ def main() -> None:
             summary = json.loads((run_dir / "summary.json").read_text())
             final = summary["final_eval_return_mean"]
             failures += final < SOLVED
-            print(f"| {seed} | {final:.1f} +- {summary['final_eval_return_std']:.1f} | "
-                  f"{summary['best_eval_return_mean']:.1f} | {first_solved_step(run_dir)} | "
-                  f"{wall:.1f} |", flush=True)
+            print(
+                f"| {seed} | {final:.1f} +- {summary['final_eval_return_std']:.1f} | "
+                f"{summary['best_eval_return_mean']:.1f} | {first_solved_step(run_dir)} | "
+                f"{wall:.1f} |",
+                flush=True,
+            )
     sys.exit(1 if failures else 0)
 
 

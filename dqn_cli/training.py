@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 from gymnasium.vector import SyncVectorEnv
+from threadpoolctl import threadpool_limits
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams
 
@@ -229,6 +230,9 @@ def train(
     c = config
     device = resolve_device(c.device)
     torch.set_num_threads(c.torch_threads)
+    # numpy's BLAS (used for acting) spawns a thread per core by default; on small matrices
+    # those threads cost milliseconds per call when cores are shared. Same budget as torch.
+    threadpool_limits(limits=c.torch_threads, user_api="blas")
     seed_everything(c.seed)
     rng = np.random.default_rng(c.seed)
 

@@ -39,11 +39,24 @@ class Sampler(Protocol):
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
-class UniformSampler:
-    """Every stored transition equally likely, drawn with replacement."""
+class _UnweightedSampler:
+    """Samplers without state: unit weights, priority updates ignored, nothing to save."""
 
     def on_add(self, slots: slice | np.ndarray) -> None:
         pass
+
+    def update_priorities(self, slots: np.ndarray, td_errors: torch.Tensor) -> None:
+        pass
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+
+class UniformSampler(_UnweightedSampler):
+    """Every stored transition equally likely, drawn with replacement."""
 
     def sample(
         self,
@@ -55,21 +68,9 @@ class UniformSampler:
     ) -> tuple[np.ndarray, np.ndarray]:
         return rng.integers(0, size, size=batch_size), np.ones(batch_size, dtype=np.float32)
 
-    def update_priorities(self, slots: np.ndarray, td_errors: torch.Tensor) -> None:
-        pass
 
-    def state_dict(self) -> dict[str, Any]:
-        return {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        pass
-
-
-class LatestSampler:
+class LatestSampler(_UnweightedSampler):
     """No replay: each batch is exactly the newest transitions (the tutorials' ablation)."""
-
-    def on_add(self, slots: slice | np.ndarray) -> None:
-        pass
 
     def sample(
         self,
@@ -80,15 +81,6 @@ class LatestSampler:
         beta: float,
     ) -> tuple[np.ndarray, np.ndarray]:
         return newest, np.ones(len(newest), dtype=np.float32)
-
-    def update_priorities(self, slots: np.ndarray, td_errors: torch.Tensor) -> None:
-        pass
-
-    def state_dict(self) -> dict[str, Any]:
-        return {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        pass
 
 
 class PrioritizedSampler:

@@ -1,0 +1,225 @@
+"""Micro-benchmarks of the replay buffers through their public API, against a naive O(N) PER.
+
+    .venv/bin/python -m bench.buffers [--capacities 10000 100000 1000000] [--budget 0.3]
+
+For each capacity the buffers are filled to capacity (CartPole-sized transitions: 4 float32
+observations), PER priorities are spread out with random TD errors, and then timed: adding one
+transition (what the training loop does per env step with one env; once more with its share of
+any work the buffer defers to the next sample, e.g. a lazy sum-tree write), a uniform
+sample(128), a prioritized sample(64) plus update_priorities(64), and the same for the naive
+buffer below.
+Results are medians of ``--repeats`` timed loops, in microseconds per call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import sys
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from bench.common import (
+    extra_seconds_per_call,
+    fmt,
+    machine_header,
+    print_table,
+    seconds_per_call,
+    verdict,
+)
+from dqn_cli.buffers import make_replay_buffer
+
+OBS_SHAPE = (4,)
+OBS_DTYPE = np.dtype(np.float32)
+ADD_TARGET_US = 10.0
+PER_TARGET_US = 100.0
+ADDS_PER_ROUND = 10  # env steps per training round in CleanRL's CartPole settings
+
+
+class NaivePrioritizedBuffer:
+    """The textbook prioritized replay that costs O(N) per call: the baseline to beat.
+
+    Same preallocated storage as ours, so only the prioritisation differs: a new transition
+    takes the maximum priority found by scanning every stored one, and every sample raises all
+    priorities to alpha, normalises them into probabilities and draws with
+    ``np.random.choice(p=...)``, which builds a cumulative sum over all N each call.
+    """
+
+    def __init__(
+        self, capacity: int, obs_shape: tuple[int, ...], obs_dtype: np.dtype, alpha: float = 0.6
+    ) -> None:
+        self.capacity, self.alpha, self.eps = capacity, alpha, 1e-6
+        self.obs = np.zeros((capacity, *obs_shape), dtype=obs_dtype)
+        self.next_obs = np.zeros((capacity, *obs_shape), dtype=obs_dtype)
+        self.actions = np.zeros(capacity, dtype=np.int64)
+        self.rewards = np.zeros(capacity, dtype=np.float32)
+        self.terminated = np.zeros(capacity, dtype=np.float32)
+        self.priorities = np.zeros(capacity, dtype=np.float64)  # raw |TD error| + eps
+        self.random = np.random.RandomState(0)
+        self.cursor = self.size = 0
+
+    def add(
+        self,
+        obs: np.ndarray,
+        actions: np.ndarray,
+        rewards: np.ndarray,
+        next_obs: np.ndarray,
+        terminated: np.ndarray,
+    ) -> None:
+        n = len(actions)
+        slots = (self.cursor + np.arange(n)) % self.capacity
+        self.obs[slots], self.next_obs[slots] = obs, next_obs
+        self.actions[slots], self.rewards[slots] = actions, rewards
+        self.terminated[slots] = terminated
+        self.priorities[slots] = self.priorities[: self.size].max() if self.size else 1.0
+        self.cursor = (self.cursor + n) % self.capacity
+        self.size = min(self.size + n, self.capacity)
+
+    def sample(self, batch_size: int, beta: float) -> tuple[dict[str, torch.Tensor], np.ndarray]:
+        scaled = self.priorities[: self.size] ** self.alpha
+        probs = scaled / scaled.sum()
+        slots = self.random.choice(self.size, batch_size, p=probs)
+        weights = (self.size * probs[slots]) ** (-beta)
+        weights /= weights.max()
+        # The same tensors our buffer hands the learner, so the comparison is like for like.
+        batch = {
+            "obs": torch.from_numpy(self.obs[slots]),
+            "actions": torch.from_numpy(self.actions[slots]),
+            "rewards": torch.from_numpy(self.rewards[slots]),
+            "next_obs": torch.from_numpy(self.next_obs[slots]),
+            "terminated": torch.from_numpy(self.terminated[slots]),
+            "weights": torch.from_numpy(weights.astype(np.float32)),
+        }
+        return batch, slots
+
+    def update_priorities(self, slots: np.ndarray, td_errors: torch.Tensor) -> None:
+        self.priorities[slots] = td_errors.abs().numpy() + self.eps
+
+
+def transitions(n: int, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+    """``n`` transitions with the dtypes the training loop passes (as a vector env returns them)."""
+    obs = rng.standard_normal((n, *OBS_SHAPE)).astype(OBS_DTYPE)
+    next_obs = rng.standard_normal((n, *OBS_SHAPE)).astype(OBS_DTYPE)
+    actions = rng.integers(0, 2, size=n)
+    rewards = np.ones(n)
+    terminated = rng.random(n) < 0.01
+    return obs, actions, rewards, next_obs, terminated
+
+
+def fill(buffer: object, capacity: int, rng: np.random.Generator, chunk: int = 50_000) -> None:
+    """Fill to capacity in large batches (not what is timed) and spread the priorities."""
+    add: Callable[..., None] = buffer.add  # type: ignore[attr-defined]
+    update: Callable[..., None] | None = getattr(buffer, "update_priorities", None)
+    for start in range(0, capacity, chunk):
+        n = min(chunk, capacity - start)
+        add(*transitions(n, rng))
+        if update is not None:
+            # Random |TD errors| so the priorities are not all equal (a flat tree would flatter
+            # any sampler); slots are start..start+n-1 since filling begins at slot 0.
+            slots = np.arange(start, start + n)
+            update(slots, torch.from_numpy(rng.exponential(1.0, n).astype(np.float32)))
+
+
+def measure(capacity: int, budget_s: float, repeats: int) -> list[list[object]]:
+    rng = np.random.default_rng(0)
+    cpu = torch.device("cpu")
+    uniform = make_replay_buffer("uniform", capacity, OBS_SHAPE, OBS_DTYPE, rng, cpu)
+    per = make_replay_buffer("per", capacity, OBS_SHAPE, OBS_DTYPE, rng, cpu)
+    naive = NaivePrioritizedBuffer(capacity, OBS_SHAPE, OBS_DTYPE)
+    for buffer in (uniform, per, naive):
+        fill(buffer, capacity, rng)
+    one = transitions(1, rng)
+    td_errors = torch.from_numpy(rng.exponential(1.0, 64).astype(np.float32))
+    storage = uniform.storage  # the floor: indexing the preallocated arrays, nothing else
+
+    def floor_sample() -> object:
+        slots = rng.integers(0, capacity, size=128)
+        return (
+            storage.obs[slots],
+            storage.actions[slots],
+            storage.rewards[slots],
+            storage.next_obs[slots],
+            storage.terminated[slots],
+        )
+
+    def per_round() -> None:
+        batch = per.sample(64, 0.4)
+        per.update_priorities(batch.slots, td_errors)
+
+    def naive_round() -> None:
+        _, slots = naive.sample(64, 0.4)
+        naive.update_priorities(slots, td_errors)
+
+    def us(fn: Callable[[], object]) -> float:
+        return seconds_per_call(fn, budget_s, repeats) * 1e6
+
+    add_uniform, add_per, add_naive = (
+        us(functools.partial(b.add, *one)) for b in (uniform, per, naive)
+    )
+    sample_uniform = us(lambda: uniform.sample(128))
+    floor = us(floor_sample)
+    per_us, naive_us = us(per_round), us(naive_round)
+
+    # A buffer may defer part of an add (e.g. the sum-tree write) to the next sample or update,
+    # which the add-alone timing then misses: charge it back by timing ADDS_PER_ROUND adds plus
+    # one round against the round alone, loop for loop.
+    def adds_then_round() -> None:
+        for _ in range(ADDS_PER_ROUND):
+            per.add(*one)
+        per_round()
+
+    extra = extra_seconds_per_call(adds_then_round, per_round, budget_s, repeats)
+    add_per_full = extra * 1e6 / ADDS_PER_ROUND
+
+    def row(
+        operation: str, ours: float, naive_: float = float("nan"), target: float = 0.0
+    ) -> list[object]:
+        vs = ratio(naive_, ours) if naive_ == naive_ else ""
+        cell = f"<= {target:g}" if target else ""
+        met = verdict(ours, target) if target else ""
+        return [f"{capacity:,}", operation, fmt(ours), fmt(naive_) if vs else "", vs, cell, met]
+
+    return [
+        row("add 1 transition, uniform", add_uniform, target=ADD_TARGET_US),
+        row("add 1 transition, per", add_per, add_naive, ADD_TARGET_US),
+        row(
+            f"add 1, per, + deferred work ({ADDS_PER_ROUND}/round)",
+            add_per_full,
+            add_naive,
+            ADD_TARGET_US,
+        ),
+        row("sample 128, uniform", sample_uniform),
+        row("sample 128, numpy floor (index 5 arrays)", floor),
+        row("per sample 64 + update 64", per_us, naive_us, PER_TARGET_US),
+    ]
+
+
+def ratio(slow: float, fast: float) -> str:
+    return f"{slow / fast:,.1f}x" if fast > 0 else "-"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--capacities", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    parser.add_argument("--budget", type=float, default=0.3, help="seconds per measurement")
+    parser.add_argument("--repeats", type=int, default=5, help="timed loops per measurement")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)  # as in training (torch_threads=1)
+    print(machine_header("bench.buffers: replay buffer micro-benchmarks, us per call (median)"))
+    print(
+        f"# buffers filled to capacity, obs {OBS_SHAPE} {OBS_DTYPE}, PER alpha 0.6 beta 0.4; "
+        f"naive = O(N) textbook PER (bench/buffers.py); targets from the issue apply at 1M"
+    )
+    rows: list[list[object]] = []
+    for capacity in args.capacities:
+        rows += measure(capacity, args.budget, args.repeats)
+    print_table(
+        ["capacity", "operation", "ours us", "naive us", "naive/ours", "target us", "meets"], rows
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
