@@ -81,6 +81,7 @@ class EvalConfig:
     every: int = 5_000
     episodes: int = 20
     epsilon: float = 0.0
+    stop_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,7 @@ class TrainConfig:
     total_steps: int = 50_000
     num_envs: int = 1
     lr: float = 1e-3
+    adam_eps: float = 1e-8
     lr_schedule: LrScheduleName = "constant"
     gamma: float = 0.99
     batch_size: int = 64
@@ -239,6 +241,7 @@ def _check_ranges(c: TrainConfig) -> None:
         ("checkpoint.every", c.checkpoint.every),
         ("log.every", c.log.every),
         ("lr", c.lr),
+        ("adam_eps", c.adam_eps),
     ]:
         _require(_positive(value), key, "> 0", value)
     for i, width in enumerate(c.model.hidden):

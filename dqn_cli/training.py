@@ -78,6 +78,7 @@ class TrainResult:
     wall_seconds: float
     steps_per_second: float
     interrupted: bool = False
+    stopped_early: bool = False  # eval.stop_at was reached before total_steps
 
     def summary(self) -> dict[str, Any]:
         if self.final_eval is None:
@@ -92,6 +93,7 @@ class TrainResult:
             "best_eval_return_mean": self.best_eval_return_mean,
             "wall_seconds": self.wall_seconds,
             "steps_per_second": self.steps_per_second,
+            "stopped_early": self.stopped_early,
         }
 
 
@@ -123,7 +125,7 @@ def build_agent(
     online = QNetwork(spec, c.model.hidden).to(device)
     target = copy.deepcopy(online) if c.target.kind != "none" else online
     # Fused Adam: one kernel for all parameters, ~20% off a small-MLP update on CPU.
-    optimizer = torch.optim.Adam(online.parameters(), lr=c.lr, fused=True)
+    optimizer = torch.optim.Adam(online.parameters(), lr=c.lr, eps=c.adam_eps, fused=True)
     learner = DQNLearner(
         online, target, optimizer, c.gamma, c.algo.name == "ddqn", c.loss, c.max_grad_norm
     )
@@ -393,6 +395,19 @@ def train(
             last_eval_result = evaluate(step)
         if step // c.checkpoint.every > previous_step // c.checkpoint.every:
             save_full_state(periodic=True)
+        solved = (
+            c.eval.stop_at is not None
+            and state.last_eval_step == step
+            and state.last_eval is not None
+            and state.last_eval >= c.eval.stop_at
+        )
+        if solved:
+            log.info(
+                "eval return %.1f reached eval.stop_at at env step %d: stopping",
+                state.last_eval,
+                step,
+            )
+            break
 
     if interrupted:
         save_full_state(periodic=False)
@@ -418,6 +433,7 @@ def train(
         wall_seconds=wall,
         steps_per_second=(step - (resume or {}).get("env_step", 0)) / wall,
         interrupted=interrupted,
+        stopped_early=not interrupted and step < c.total_steps,
     )
     (run_dir / "summary.json").write_text(json.dumps(result.summary(), indent=2) + "\n")
     return result

@@ -49,10 +49,11 @@ def test_run_dir_contents(tmp_path, tiny_config):
     assert summary["final_eval_return_mean"] == pytest.approx(result.final_eval.mean)
     for name in ("last.pt", "best.pt"):
         payload = torch.load(tmp_path / "checkpoints" / name, weights_only=True)
-        assert set(payload["model"]) == set(payload["target_model"])
         assert payload["config"]["buffer"]["kind"] == "per"
         assert EnvSpec.from_dict(payload["env_spec"]).n_actions == 2
-    assert torch.load(tmp_path / "checkpoints/last.pt", weights_only=True)["env_step"] == 2000
+    last = torch.load(tmp_path / "checkpoints/last.pt", weights_only=True)
+    assert last["env_step"] == 2000
+    assert set(last["model"]) == set(last["target_model"])  # full state; best.pt is weights only
     for tag in (
         "charts/episodic_return",
         "charts/episodic_length",
@@ -136,3 +137,19 @@ def test_learning_happens_on_cartpole(tmp_path):
     config = parse_train_config({"total_steps": 15000, "eval": {"every": 15000, "episodes": 10}})
     result = train(config, tmp_path)
     assert result.final_eval.mean > 150
+
+
+def test_training_stops_once_an_evaluation_reaches_stop_at(tmp_path, tiny_config):
+    result = train(
+        tiny_config(total_steps=3000, eval={"every": 1000, "episodes": 3, "stop_at": 1.0}), tmp_path
+    )
+    assert result.total_steps == 1000 and result.stopped_early
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["stopped_early"] is True
+    assert summary["total_steps"] == 1000
+    assert summary["final_eval_return_mean"] == pytest.approx(scalars(tmp_path, "eval/return_mean")[-1][1])
+    assert torch.load(tmp_path / "checkpoints/last.pt", weights_only=True)["env_step"] == 1000
+    never = train(
+        tiny_config(total_steps=2000, eval={"every": 1000, "stop_at": 1e9}), tmp_path / "never"
+    )
+    assert never.total_steps == 2000 and not never.stopped_early
