@@ -147,7 +147,8 @@ def test_training_stops_once_an_evaluation_reaches_stop_at(tmp_path, tiny_config
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["stopped_early"] is True
     assert summary["total_steps"] == 1000
-    assert summary["final_eval_return_mean"] == pytest.approx(scalars(tmp_path, "eval/return_mean")[-1][1])
+    last_eval = scalars(tmp_path, "eval/return_mean")[-1][1]
+    assert summary["final_eval_return_mean"] == pytest.approx(last_eval)
     assert torch.load(tmp_path / "checkpoints/last.pt", weights_only=True)["env_step"] == 1000
     never = train(
         tiny_config(total_steps=2000, eval={"every": 1000, "stop_at": 1e9}), tmp_path / "never"
