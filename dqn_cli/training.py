@@ -284,7 +284,7 @@ def train(
             "eval_return": eval_return,
         }
 
-    def save_full_state(periodic: bool) -> Path:
+    def save_full_state(periodic: bool) -> None:
         """last.pt: everything an exact continuation needs; periodic ones also kept as copies."""
         if update is not None:
             _check_finite(update.loss, update.mean_q, state.step, c, checkpoints)
@@ -301,7 +301,6 @@ def train(
         save_checkpoint(payload, last)
         if periodic and c.checkpoint.keep > 0:
             keep_periodic_copy(last, checkpoints / f"step_{state.step:09d}.pt", c.checkpoint.keep)
-        return last
 
     def evaluate(step: int) -> EvalResult:
         result = evaluator.run(online)
