@@ -16,19 +16,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY_SWEEP_JOB as FAST
 
 from dqn_cli.cli.evaluate import main
 from dqn_cli.training import EVAL_SEED_OFFSET
 
-FAST = [
-    "total_steps=1500",
-    "learning_starts=500",
-    "batch_size=32",
-    "model.hidden=[32]",
-    "eval.every=500",
-    "eval.episodes=2",
-    "exploration.steps=500",
-]
 KEYS = {
     "checkpoint",
     "step",
