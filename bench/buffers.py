@@ -17,6 +17,7 @@ import argparse
 import functools
 import sys
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,7 +30,7 @@ from bench.common import (
     seconds_per_call,
     verdict,
 )
-from dqn_cli.buffers import make_replay_buffer
+from dqn_cli.buffers import ReplayBuffer, TransitionStorage, make_replay_buffer
 
 OBS_SHAPE = (4,)
 OBS_DTYPE = np.dtype(np.float32)
@@ -38,64 +39,52 @@ PER_TARGET_US = 100.0
 ADDS_PER_ROUND = 10  # env steps per training round in CleanRL's CartPole settings
 
 
-class NaivePrioritizedBuffer:
+class NaivePrioritizedSampler:
     """The textbook prioritized replay that costs O(N) per call: the baseline to beat.
 
-    Same preallocated storage as ours, so only the prioritisation differs: a new transition
-    takes the maximum priority found by scanning every stored one, and every sample raises all
-    priorities to alpha, normalises them into probabilities and draws with
-    ``np.random.choice(p=...)``, which builds a cumulative sum over all N each call.
+    Plugged into our own ``ReplayBuffer`` (same storage, same batches), so only the
+    prioritisation differs: a new transition takes the maximum priority found by scanning every
+    stored one, and every sample raises all priorities to alpha, normalises them into
+    probabilities and draws with ``choice(p=...)``, which builds a cumulative sum over all N.
     """
 
-    def __init__(
-        self, capacity: int, obs_shape: tuple[int, ...], obs_dtype: np.dtype, alpha: float = 0.6
-    ) -> None:
-        self.capacity, self.alpha, self.eps = capacity, alpha, 1e-6
-        self.obs = np.zeros((capacity, *obs_shape), dtype=obs_dtype)
-        self.next_obs = np.zeros((capacity, *obs_shape), dtype=obs_dtype)
-        self.actions = np.zeros(capacity, dtype=np.int64)
-        self.rewards = np.zeros(capacity, dtype=np.float32)
-        self.terminated = np.zeros(capacity, dtype=np.float32)
+    def __init__(self, capacity: int, alpha: float = 0.6, eps: float = 1e-6) -> None:
+        self.alpha, self.eps = alpha, eps
         self.priorities = np.zeros(capacity, dtype=np.float64)  # raw |TD error| + eps
-        self.random = np.random.RandomState(0)
-        self.cursor = self.size = 0
+        self.size = 0
 
-    def add(
-        self,
-        obs: np.ndarray,
-        actions: np.ndarray,
-        rewards: np.ndarray,
-        next_obs: np.ndarray,
-        terminated: np.ndarray,
-    ) -> None:
-        n = len(actions)
-        slots = (self.cursor + np.arange(n)) % self.capacity
-        self.obs[slots], self.next_obs[slots] = obs, next_obs
-        self.actions[slots], self.rewards[slots] = actions, rewards
-        self.terminated[slots] = terminated
+    def on_add(self, slots: slice | np.ndarray) -> None:
+        added = slots.stop - slots.start if isinstance(slots, slice) else len(slots)
         self.priorities[slots] = self.priorities[: self.size].max() if self.size else 1.0
-        self.cursor = (self.cursor + n) % self.capacity
-        self.size = min(self.size + n, self.capacity)
+        self.size = min(self.size + added, len(self.priorities))
 
-    def sample(self, batch_size: int, beta: float) -> tuple[dict[str, torch.Tensor], np.ndarray]:
-        scaled = self.priorities[: self.size] ** self.alpha
+    def sample(
+        self,
+        batch_size: int,
+        size: int,
+        newest: np.ndarray,
+        rng: np.random.Generator,
+        beta: float,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        scaled = self.priorities[:size] ** self.alpha
         probs = scaled / scaled.sum()
-        slots = self.random.choice(self.size, batch_size, p=probs)
-        weights = (self.size * probs[slots]) ** (-beta)
-        weights /= weights.max()
-        # The same tensors our buffer hands the learner, so the comparison is like for like.
-        batch = {
-            "obs": torch.from_numpy(self.obs[slots]),
-            "actions": torch.from_numpy(self.actions[slots]),
-            "rewards": torch.from_numpy(self.rewards[slots]),
-            "next_obs": torch.from_numpy(self.next_obs[slots]),
-            "terminated": torch.from_numpy(self.terminated[slots]),
-            "weights": torch.from_numpy(weights.astype(np.float32)),
-        }
-        return batch, slots
+        slots = rng.choice(size, batch_size, p=probs)
+        weights = (size * probs[slots]) ** (-beta)
+        return slots, (weights / weights.max()).astype(np.float32)
 
     def update_priorities(self, slots: np.ndarray, td_errors: torch.Tensor) -> None:
         self.priorities[slots] = td_errors.abs().numpy() + self.eps
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+
+def naive_prioritized_buffer(capacity: int, rng: np.random.Generator) -> ReplayBuffer:
+    storage = TransitionStorage(capacity, OBS_SHAPE, OBS_DTYPE)
+    return ReplayBuffer(storage, NaivePrioritizedSampler(capacity), rng, torch.device("cpu"))
 
 
 def transitions(n: int, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
@@ -108,18 +97,19 @@ def transitions(n: int, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
     return obs, actions, rewards, next_obs, terminated
 
 
-def fill(buffer: object, capacity: int, rng: np.random.Generator, chunk: int = 50_000) -> None:
+def fill(
+    buffer: ReplayBuffer, capacity: int, rng: np.random.Generator, chunk: int = 50_000
+) -> None:
     """Fill to capacity in large batches (not what is timed) and spread the priorities."""
-    add: Callable[..., None] = buffer.add  # type: ignore[attr-defined]
-    update: Callable[..., None] | None = getattr(buffer, "update_priorities", None)
     for start in range(0, capacity, chunk):
         n = min(chunk, capacity - start)
-        add(*transitions(n, rng))
-        if update is not None:
-            # Random |TD errors| so the priorities are not all equal (a flat tree would flatter
-            # any sampler); slots are start..start+n-1 since filling begins at slot 0.
-            slots = np.arange(start, start + n)
-            update(slots, torch.from_numpy(rng.exponential(1.0, n).astype(np.float32)))
+        buffer.add(*transitions(n, rng))
+        # Random |TD errors| so the priorities are not all equal (a flat tree would flatter any
+        # sampler; uniform ignores them); slots are start..start+n-1 as filling begins at 0.
+        slots = np.arange(start, start + n)
+        buffer.update_priorities(
+            slots, torch.from_numpy(rng.exponential(1.0, n).astype(np.float32))
+        )
 
 
 def measure(capacity: int, budget_s: float, repeats: int) -> list[list[object]]:
@@ -127,7 +117,7 @@ def measure(capacity: int, budget_s: float, repeats: int) -> list[list[object]]:
     cpu = torch.device("cpu")
     uniform = make_replay_buffer("uniform", capacity, OBS_SHAPE, OBS_DTYPE, rng, cpu)
     per = make_replay_buffer("per", capacity, OBS_SHAPE, OBS_DTYPE, rng, cpu)
-    naive = NaivePrioritizedBuffer(capacity, OBS_SHAPE, OBS_DTYPE)
+    naive = naive_prioritized_buffer(capacity, rng)
     for buffer in (uniform, per, naive):
         fill(buffer, capacity, rng)
     one = transitions(1, rng)
@@ -149,8 +139,8 @@ def measure(capacity: int, budget_s: float, repeats: int) -> list[list[object]]:
         per.update_priorities(batch.slots, td_errors)
 
     def naive_round() -> None:
-        _, slots = naive.sample(64, 0.4)
-        naive.update_priorities(slots, td_errors)
+        batch = naive.sample(64, 0.4)
+        naive.update_priorities(batch.slots, td_errors)
 
     def us(fn: Callable[[], object]) -> float:
         return seconds_per_call(fn, budget_s, repeats) * 1e6

@@ -28,13 +28,13 @@ def test_naive_buffer_samples_by_priority() -> None:
     import numpy as np
     import torch
 
-    naive = buffers.NaivePrioritizedBuffer(100, (4,), np.dtype(np.float32))
+    naive = buffers.naive_prioritized_buffer(100, np.random.default_rng(0))
     buffers.fill(naive, 100, np.random.default_rng(0))
     naive.update_priorities(np.arange(100), torch.zeros(100))
     naive.update_priorities(np.array([7]), torch.tensor([1000.0]))
-    batch, slots = naive.sample(64, beta=0.4)
-    assert (slots == 7).mean() > 0.9  # nearly all mass on slot 7
-    assert batch["obs"].shape == (64, 4)
+    batch = naive.sample(64, beta=0.4)
+    assert (batch.slots == 7).mean() > 0.9  # nearly all mass on slot 7
+    assert batch.obs.shape == (64, 4)
 
 
 def test_profile_prints_phases_and_restores_the_library(
