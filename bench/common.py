@@ -199,6 +199,16 @@ class Measurement:
     failed: str = ""
 
 
+def print_run(label: str, repeat: int, m: Measurement, inner: str = "in process") -> None:
+    """One progress line per timed run, so a long benchmark shows where it is."""
+    print(
+        f"#   run {repeat + 1} {label}: {m.wall_s:.1f} s whole process, "
+        f"{m.in_process_s:.1f} s {inner}, eval return {fmt(m.eval_return)}"
+        + (f", FAILED: {m.failed}" if m.failed else ""),
+        flush=True,
+    )
+
+
 def run_dqn_train(overrides: Sequence[str], run_dir: Path) -> Measurement:
     """``dqn-train OVERRIDES`` as a fresh process writing into ``run_dir``."""
     done = run_process([dqn_train_executable(), *overrides, f"hydra.run.dir={run_dir}"])

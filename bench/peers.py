@@ -27,6 +27,7 @@ from bench.common import (
     fmt,
     machine_header,
     median,
+    print_run,
     print_table,
     run_dqn_train,
     run_process,
@@ -101,12 +102,7 @@ def main(argv: list[str] | None = None) -> int:
                     m = run_ours(scenario, args.seed, args.eval_episodes, workdir)
                 else:
                     m = run_sb3(scenario, args.seed, args.eval_episodes)
-                print(
-                    f"#   run {repeat + 1} {tool}: {m.wall_s:.1f} s whole process, "
-                    f"{m.in_process_s:.1f} s in process, eval return {fmt(m.eval_return)}"
-                    + (f", FAILED: {m.failed}" if m.failed else ""),
-                    flush=True,
-                )
+                print_run(tool, repeat, m)
                 return m
 
             results = alternate(TOOLS, args.repeats, run)

@@ -22,6 +22,7 @@ from bench.common import (
     machine_header,
     median,
     merge_overrides,
+    print_run,
     print_table,
     run_dqn_train,
     verdict,
@@ -48,12 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         def run(kind: str, repeat: int) -> Measurement:
             overrides = merge_overrides(base, [f"buffer={kind}"])
             m = run_dqn_train(overrides, Path(tmp) / f"{kind}-{repeat}")
-            print(
-                f"#   run {repeat + 1} {kind}: {m.wall_s:.1f} s whole process, "
-                f"{m.in_process_s:.1f} s train(), eval return {fmt(m.eval_return)}"
-                + (f", FAILED: {m.failed}" if m.failed else ""),
-                flush=True,
-            )
+            print_run(kind, repeat, m, inner="train()")
             return m
 
         results = alternate(KINDS, args.repeats, run)
