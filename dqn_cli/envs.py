@@ -62,8 +62,6 @@ def make_vector_env(env_id: str, num_envs: int) -> SyncVectorEnv:
     observation and puts the real last one in ``info["final_obs"]``, so every env step is one
     real transition and none spans two episodes.
     """
-    make_env(env_id).close()  # fail fast, with our message, before spawning copies
-
     def factory() -> gym.Env:
         return make_env(env_id)
 

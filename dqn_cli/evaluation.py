@@ -56,7 +56,6 @@ class Evaluator:
         self.epsilon = epsilon
         self.device = device or torch.device("cpu")
         self.width = min(episodes, max_parallel)
-        make_env(env_id).close()  # fail fast with a clear message
         factory = env_factory or (lambda: make_env(env_id))
         self.envs = SyncVectorEnv([factory] * self.width, autoreset_mode=AutoresetMode.NEXT_STEP)
 
