@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args, get_origin
 
@@ -224,9 +224,6 @@ def _require(ok: bool, key: str, rule: str, value: Any) -> None:
         raise ConfigError(key, f"must be {rule}, got {value!r}")
 
 
-_positive: Callable[[float], bool] = lambda v: v > 0  # noqa: E731
-
-
 def _check_ranges(c: TrainConfig) -> None:
     for key, value in [
         ("total_steps", c.total_steps),
@@ -243,7 +240,7 @@ def _check_ranges(c: TrainConfig) -> None:
         ("lr", c.lr),
         ("adam_eps", c.adam_eps),
     ]:
-        _require(_positive(value), key, "> 0", value)
+        _require(value > 0, key, "> 0", value)
     for i, width in enumerate(c.model.hidden):
         _require(width > 0, f"model.hidden[{i}]", "> 0", width)
     _require(c.seed >= 0, "seed", ">= 0", c.seed)

@@ -62,6 +62,7 @@ def make_vector_env(env_id: str, num_envs: int) -> SyncVectorEnv:
     observation and puts the real last one in ``info["final_obs"]``, so every env step is one
     real transition and none spans two episodes.
     """
+
     def factory() -> gym.Env:
         return make_env(env_id)
 
