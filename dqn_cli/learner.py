@@ -1,17 +1,16 @@
-"""TD targets, the loss, and one gradient update of the online Q-network."""
+"""TD targets, the loss and its gradient, and one update of the online Q-network."""
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from dqn_cli.buffers.replay import Batch
+from dqn_cli.networks import QNetwork
+from dqn_cli.optim import Adam
 
 
-@torch.no_grad()
 def td_targets(
     rewards: torch.Tensor,
     next_obs: torch.Tensor,
@@ -31,18 +30,52 @@ def td_targets(
     """
     next_q = target_net(next_obs)
     if online_net is None:
-        next_value = next_q.max(dim=1).values
+        next_value = next_q.amax(dim=1)
     else:
         next_actions = online_net(next_obs).argmax(dim=1, keepdim=True)
         next_value = next_q.gather(1, next_actions).squeeze(1)
-    return rewards + gamma * (1.0 - terminated) * next_value
+    return torch.addcmul(rewards, 1.0 - terminated, next_value, value=gamma)
 
 
-@dataclass(frozen=True)
 class UpdateResult:
-    loss: torch.Tensor  # scalar, weighted mean over the batch
-    mean_q: torch.Tensor  # scalar, mean Q(s, a) of the batch
-    td_errors: torch.Tensor  # per sample, for priority updates
+    """What one update measured. ``loss`` and ``mean_q`` are computed when read: they are
+    logged every ``log.every`` env steps, not after every update."""
+
+    def __init__(
+        self, q: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor, loss_kind: str
+    ) -> None:
+        self._q, self._targets, self._weights, self._loss_kind = q, targets, weights, loss_kind
+        self.td_errors = targets - q  # per sample, for priority updates
+
+    @property
+    def loss(self) -> torch.Tensor:
+        """Scalar, the importance-weighted mean over the batch that the update minimised."""
+        return (per_sample_loss(self._q, self._targets, self._loss_kind) * self._weights).mean()
+
+    @property
+    def mean_q(self) -> torch.Tensor:
+        """Scalar, mean Q(s, a) of the batch before the update."""
+        return self._q.mean()
+
+
+def per_sample_loss(q: torch.Tensor, targets: torch.Tensor, kind: str) -> torch.Tensor:
+    if kind == "huber":
+        return F.smooth_l1_loss(q, targets, reduction="none")
+    return F.mse_loss(q, targets, reduction="none")
+
+
+def per_sample_loss_gradient(td_errors: torch.Tensor, kind: str) -> torch.Tensor:
+    """d loss / d q for each sample, with td_errors = targets - q."""
+    if kind == "huber":  # smooth L1 with beta 1: quadratic inside [-1, 1], linear outside
+        return td_errors.clamp(-1.0, 1.0).neg_()
+    return td_errors.mul(-2.0)
+
+
+def clip_grad_norm(grads: list[torch.Tensor], max_norm: float) -> None:
+    """Scale ``grads`` in place so their global L2 norm is at most ``max_norm``, the same
+    rule as ``torch.nn.utils.clip_grad_norm_`` (no scaling when already within)."""
+    total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+    torch._foreach_mul_(grads, (max_norm / (total + 1e-6)).clamp_(max=1.0))
 
 
 class DQNLearner:
@@ -50,13 +83,17 @@ class DQNLearner:
 
     ``target_net`` may be the online net itself (``target=none``): targets then move with every
     update, the unstable setting the target network was invented to fix.
+
+    The update computes the gradient of the weighted TD loss explicitly (see
+    :meth:`QNetwork.backward`), which is what makes it cheap on CPU; tests hold it equal to
+    autograd with ``torch.optim.Adam``.
     """
 
     def __init__(
         self,
-        online_net: nn.Module,
-        target_net: nn.Module,
-        optimizer: torch.optim.Optimizer,
+        online_net: QNetwork,
+        target_net: QNetwork,
+        optimizer: Adam,
         gamma: float,
         double_q: bool,
         loss: str,
@@ -81,17 +118,18 @@ class DQNLearner:
             self.target_net,
             self.online_net if self.double_q else None,
         )
-        q = self.online_net(batch.obs).gather(1, batch.actions.unsqueeze(1)).squeeze(1)
-        if self.loss == "huber":
-            per_sample = F.smooth_l1_loss(q, targets, reduction="none")
-        else:
-            per_sample = F.mse_loss(q, targets, reduction="none")
-        # Importance weights (prioritized replay) scale each sample's loss; 1 for uniform.
-        loss = (per_sample * batch.weights).mean()
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        q_all, activations = self.online_net.forward_keeping_activations(batch.obs)
+        actions = batch.actions.unsqueeze(1)
+        result = UpdateResult(
+            q_all.gather(1, actions).squeeze(1), targets, batch.weights, self.loss
+        )
+        # loss = mean_i(w_i * l(q_i - y_i)), so dloss/dq_i = w_i * l'(q_i - y_i) / batch size;
+        # the Q-values of actions not taken get no gradient.
+        grad_q = per_sample_loss_gradient(result.td_errors, self.loss)
+        grad_q.mul_(batch.weights).div_(len(grad_q))
+        grad_q_all = torch.zeros_like(q_all).scatter_(1, actions, grad_q.unsqueeze(1))
+        self.online_net.backward(activations, grad_q_all, self.optimizer.grads)
         if self.max_grad_norm is not None:
-            nn.utils.clip_grad_norm_(self.online_net.parameters(), self.max_grad_norm)
+            clip_grad_norm(self.optimizer.grads, self.max_grad_norm)
         self.optimizer.step()
-        q = q.detach()
-        return UpdateResult(loss=loss.detach(), mean_q=q.mean(), td_errors=targets - q)
+        return result

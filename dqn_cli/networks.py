@@ -45,6 +45,10 @@ class QNetwork(nn.Module):
 
     Box observations are flattened (uint8 scaled to [0, 1]); Discrete observations are one-hot
     encoded, so tabular envs such as FrozenLake or Taxi work unchanged.
+
+    The parameters do not require grad: :meth:`backward` computes their gradients explicitly.
+    For the small MLPs DQN uses, autograd's graph building and engine start-up cost more than
+    the arithmetic, and nothing here needs more than a chain of linear layers and ReLUs.
     """
 
     def __init__(self, spec: EnvSpec, hidden: Sequence[int]) -> None:
@@ -56,17 +60,49 @@ class QNetwork(nn.Module):
             layers += [nn.Linear(in_features, width), nn.ReLU()]
             in_features = width
         layers.append(nn.Linear(in_features, spec.n_actions))
-        self.layers = nn.Sequential(*layers)
+        self.layers = nn.Sequential(*layers)  # kept for the state_dict keys ("layers.0.weight")
+        self.linears = [m for m in layers if isinstance(m, nn.Linear)]
+        self.requires_grad_(False)
         self._scale = 1.0 / 255.0 if spec.obs_dtype == "uint8" else None
 
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+    def inputs(self, obs: torch.Tensor) -> torch.Tensor:
+        """What the first layer sees: flattened float features or one-hot codes."""
         if self.spec.obs_categories is not None:
-            x = F.one_hot(obs.long(), self.spec.obs_categories).float()
-        else:
-            x = obs.flatten(1).float()
-            if self._scale is not None:
-                x = x * self._scale
-        return self.layers(x)
+            return F.one_hot(obs.long(), self.spec.obs_categories).float()
+        x = obs.flatten(1).float()
+        return x * self._scale if self._scale is not None else x
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.forward_keeping_activations(obs)[0]
+
+    def forward_keeping_activations(
+        self, obs: torch.Tensor
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Q-values and the input of every linear layer, which :meth:`backward` needs."""
+        x = self.inputs(obs)
+        activations = [x]
+        last = len(self.linears) - 1
+        for i, linear in enumerate(self.linears):
+            x = torch.addmm(linear.bias, x, linear.weight.t())
+            if i < last:
+                x.relu_()
+                activations.append(x)
+        return x, activations
+
+    def backward(
+        self, activations: list[torch.Tensor], grad_q: torch.Tensor, out: list[torch.Tensor]
+    ) -> None:
+        """Write dL/dθ into ``out`` (ordered like ``parameters()``: weight, bias per layer)
+        given dL/dQ for the batch whose ``activations`` came from
+        :meth:`forward_keeping_activations`."""
+        grad = grad_q
+        for i in range(len(self.linears) - 1, -1, -1):
+            x = activations[i]
+            torch.mm(grad.t(), x, out=out[2 * i])
+            torch.sum(grad, dim=0, out=out[2 * i + 1])
+            if i > 0:
+                grad = grad.mm(self.linears[i].weight)
+                grad.mul_(x > 0)  # ReLU passes gradient where its output was positive
 
 
 class HostQFunction:
@@ -81,8 +117,7 @@ class HostQFunction:
     def __init__(self, net: QNetwork) -> None:
         if any(p.device.type != "cpu" for p in net.parameters()):
             raise ValueError("HostQFunction needs a network on the CPU")
-        linears = [m for m in net.layers if isinstance(m, nn.Linear)]
-        self.layers = [(m.weight.detach().numpy().T, m.bias.detach().numpy()) for m in linears]
+        self.layers = [(m.weight.numpy().T, m.bias.numpy()) for m in net.linears]
         self.spec = net.spec
         if net.spec.obs_categories is not None:
             self.one_hot = np.eye(net.spec.obs_categories, dtype=np.float32)

@@ -1,27 +1,28 @@
+import copy
+
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from dqn_cli.buffers.replay import Batch
 from dqn_cli.learner import DQNLearner, td_targets
+from dqn_cli.networks import EnvSpec, QNetwork
+from dqn_cli.optim import Adam
 
 
-class TableQ(nn.Module):
-    """Q(s, .) looked up from a table by the integer state in obs[:, 0]."""
-
-    def __init__(self, table):
-        super().__init__()
-        self.table = nn.Parameter(torch.tensor(table, dtype=torch.float32))
-
-    def forward(self, obs):
-        return self.table[obs[:, 0].long()]
+def table_q(table):
+    """A QNetwork without hidden layers on one-hot states: Q(s, .) is row s of ``table``."""
+    table = torch.tensor(table, dtype=torch.float32)
+    net = QNetwork(EnvSpec((), "int64", table.shape[1], obs_categories=table.shape[0]), ())
+    net.linears[0].weight.copy_(table.T)
+    net.linears[0].bias.zero_()
+    return net
 
 
 def test_truncation_bootstraps_and_termination_does_not():
-    target = TableQ([[0.0, 0.0], [3.0, 5.0]])
+    target = table_q([[0.0, 0.0], [3.0, 5.0]])
     rewards = torch.tensor([1.0, 1.0])
-    next_obs = torch.tensor([[1.0], [1.0]])
+    next_obs = torch.tensor([1, 1])
     # Both transitions ended an episode; only the first was a true terminal state. The second
     # was cut by a time limit (truncated) and is stored with terminated = 0.
     terminated = torch.tensor([1.0, 0.0])
@@ -30,19 +31,19 @@ def test_truncation_bootstraps_and_termination_does_not():
 
 
 def test_double_dqn_picks_with_online_and_values_with_target():
-    online = TableQ([[0.0, 0.0], [10.0, 0.0]])  # online prefers action 0 in state 1
-    target = TableQ([[0.0, 0.0], [2.0, 7.0]])  # target prefers action 1 (value 7)
-    args = (torch.tensor([0.0]), torch.tensor([[1.0]]), torch.tensor([0.0]), 1.0, target)
+    online = table_q([[0.0, 0.0], [10.0, 0.0]])  # online prefers action 0 in state 1
+    target = table_q([[0.0, 0.0], [2.0, 7.0]])  # target prefers action 1 (value 7)
+    args = (torch.tensor([0.0]), torch.tensor([1]), torch.tensor([0.0]), 1.0, target)
     assert td_targets(*args).item() == pytest.approx(7.0)  # DQN: max over target
     assert td_targets(*args, online_net=online).item() == pytest.approx(2.0)  # DDQN
 
 
 def _batch(weights):
     return Batch(
-        obs=torch.tensor([[0.0], [0.0]]),
+        obs=torch.tensor([0, 0]),
         actions=torch.tensor([0, 1]),
         rewards=torch.tensor([1.0, 3.0]),
-        next_obs=torch.tensor([[1.0], [1.0]]),
+        next_obs=torch.tensor([1, 1]),
         terminated=torch.tensor([1.0, 1.0]),
         weights=torch.tensor(weights),
         slots=np.array([0, 1]),
@@ -52,12 +53,10 @@ def _batch(weights):
 @pytest.mark.parametrize("loss", ["mse", "huber"])
 def test_importance_weights_multiply_the_per_sample_loss(loss):
     def run(weights):
-        net = TableQ([[0.0, 0.0], [0.0, 0.0]])
-        learner = DQNLearner(
-            net, net, torch.optim.SGD(net.parameters(), lr=0.1), 0.9, False, loss, None
-        )
+        net = table_q([[0.0, 0.0], [0.0, 0.0]])
+        learner = DQNLearner(net, net, Adam(list(net.parameters()), lr=0.1), 0.9, False, loss, None)
         result = learner.update(_batch(weights))
-        return result, net.table.detach().clone()
+        return result, net.linears[0].weight.T.clone()
 
     result, _ = run([1.0, 1.0])
     assert result.td_errors.tolist() == pytest.approx([1.0, 3.0])
@@ -67,3 +66,92 @@ def test_importance_weights_multiply_the_per_sample_loss(loss):
     assert weighted.loss.item() == pytest.approx({"mse": 0.5, "huber": 0.25}[loss])
     assert table[0, 1].item() == 0.0  # a zero-weight sample contributes no gradient
     assert table[0, 0].item() > 0.0
+
+
+def _reference_update(online, target, optimizer, batch, gamma, double_q, loss, max_grad_norm):
+    """The textbook update with autograd and torch.optim.Adam, the oracle for DQNLearner."""
+    with torch.no_grad():
+        next_q = target(batch.next_obs)
+        if double_q:
+            next_value = next_q.gather(1, online(batch.next_obs).argmax(1, keepdim=True))[:, 0]
+        else:
+            next_value = next_q.max(1).values
+        y = batch.rewards + gamma * (1 - batch.terminated) * next_value
+    q = online(batch.obs).gather(1, batch.actions[:, None])[:, 0]
+    per_sample = {"mse": torch.nn.functional.mse_loss, "huber": torch.nn.functional.smooth_l1_loss}[
+        loss
+    ](q, y, reduction="none")
+    optimizer.zero_grad()
+    (per_sample * batch.weights).mean().backward()
+    if max_grad_norm is not None:
+        torch.nn.utils.clip_grad_norm_(online.parameters(), max_grad_norm)
+    optimizer.step()
+
+
+def _autograd_copy(net):
+    """The same weights in a plain nn.Sequential that autograd tracks."""
+    return copy.deepcopy(net.layers).requires_grad_(True)
+
+
+@pytest.mark.parametrize(
+    ("double_q", "loss", "max_grad_norm", "separate_target"),
+    [
+        (False, "mse", None, True),
+        (True, "huber", 0.05, True),  # 0.05 clips: the raw norm is larger
+        (False, "huber", 10.0, False),  # target=none: targets from the online net
+        (True, "mse", None, True),
+    ],
+)
+def test_update_equals_autograd_with_torch_adam(double_q, loss, max_grad_norm, separate_target):
+    torch.manual_seed(0)
+    spec = EnvSpec((4,), "float32", 3)
+    online = QNetwork(spec, (32, 16))
+    target = QNetwork(spec, (32, 16)) if separate_target else online
+    optimizer = Adam(list(online.parameters()), lr=0.01, eps=0.1)
+    learner = DQNLearner(online, target, optimizer, 0.9, double_q, loss, max_grad_norm)
+
+    ref_online = _autograd_copy(online)
+    ref_target = _autograd_copy(target) if separate_target else ref_online
+    ref_optimizer = torch.optim.Adam(ref_online.parameters(), lr=0.01, eps=0.1)
+
+    generator = torch.Generator().manual_seed(1)
+    for step in range(6):
+        if step == 3:  # a schedule changing the learning rate between steps
+            optimizer.lr = ref_optimizer.param_groups[0]["lr"] = 0.003
+        batch = Batch(
+            obs=torch.randn(16, 4, generator=generator),
+            actions=torch.randint(0, 3, (16,), generator=generator),
+            rewards=torch.randn(16, generator=generator),
+            next_obs=torch.randn(16, 4, generator=generator),
+            terminated=(torch.rand(16, generator=generator) < 0.3).float(),
+            weights=torch.rand(16, generator=generator),
+            slots=np.arange(16),
+        )
+        learner.update(batch)
+        _reference_update(
+            ref_online, ref_target, ref_optimizer, batch, 0.9, double_q, loss, max_grad_norm
+        )
+        for ours, reference in zip(online.parameters(), ref_online.parameters(), strict=True):
+            torch.testing.assert_close(ours, reference.detach(), rtol=1e-5, atol=1e-6)
+
+
+def test_adam_state_round_trips_and_refuses_a_foreign_state():
+    torch.manual_seed(0)
+    params = [torch.randn(3, 2), torch.randn(2)]
+    optimizer = Adam(params, lr=0.1)
+    for grad in optimizer.grads:
+        grad.normal_()
+    optimizer.step()
+    optimizer.step()
+    state = optimizer.state_dict()
+
+    fresh = Adam([p.clone() for p in params], lr=0.5)
+    fresh.load_state_dict(state)
+    assert fresh.step_count == 2 and fresh.lr == 0.1
+    torch.testing.assert_close(fresh.exp_avg_sq, optimizer.exp_avg_sq)
+
+    torch_state = torch.optim.Adam([torch.zeros(3, 2, requires_grad=True)]).state_dict()
+    with pytest.raises(ValueError, match="not dqn-cli's Adam state"):
+        fresh.load_state_dict(torch_state)
+    with pytest.raises(ValueError, match="parameter shapes"):
+        Adam([torch.zeros(4)], lr=0.1).load_state_dict(state)

@@ -133,10 +133,14 @@ def test_every_group_option_builds(tiny_config):
 
 
 def test_learning_happens_on_cartpole(tmp_path):
-    """A short run must clearly beat a random policy (~22) in greedy evaluation."""
+    """A short run must clearly beat a random policy (~22) in greedy evaluation.
+
+    15k steps is under a third of the preset's budget: measured over seeds 0-3 the greedy
+    return there is 96-186, so the bar is set at 4x random, not at a lucky seed's figure.
+    Solving is what tests/test_solve.py checks (slow)."""
     config = parse_train_config({"total_steps": 15000, "eval": {"every": 15000, "episodes": 10}})
     result = train(config, tmp_path)
-    assert result.final_eval.mean > 150
+    assert result.final_eval.mean > 88
 
 
 def test_training_stops_once_an_evaluation_reaches_stop_at(tmp_path, tiny_config):
