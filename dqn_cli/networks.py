@@ -101,8 +101,8 @@ class QNetwork(nn.Module):
             torch.mm(grad.t(), x, out=out[2 * i])
             torch.sum(grad, dim=0, out=out[2 * i + 1])
             if i > 0:
-                grad = grad.mm(self.linears[i].weight)
-                grad.mul_(x > 0)  # ReLU passes gradient where its output was positive
+                # ReLU passes the gradient where its output was positive (autograd's own op).
+                grad = torch.ops.aten.threshold_backward(grad.mm(self.linears[i].weight), x, 0.0)
 
 
 class HostQFunction:

@@ -34,15 +34,17 @@ class Adam:
         self.grads = [torch.zeros_like(p) for p in self.params]
         self.exp_avg = [torch.zeros_like(p) for p in self.params]
         self.exp_avg_sq = [torch.zeros_like(p) for p in self.params]
-        # The fused kernel wants one step-count tensor per parameter, on the parameter's device.
-        self._steps = [torch.zeros((), dtype=torch.float32, device=p.device) for p in self.params]
+        # The fused kernel reads one step count per parameter; all parameters share one tensor
+        # here, so counting a step is one add instead of a (slow on CPU) foreach over the list.
+        device = self.params[0].device if self.params else None
+        self._step = torch.zeros((), dtype=torch.float32, device=device)
 
     @property
     def step_count(self) -> int:
-        return int(self._steps[0].item()) if self._steps else 0
+        return int(self._step.item())
 
     def step(self) -> None:
-        torch._foreach_add_(self._steps, 1.0)
+        self._step.add_(1.0)
         beta1, beta2 = self.betas
         torch._fused_adam_(
             self.params,
@@ -50,7 +52,7 @@ class Adam:
             self.exp_avg,
             self.exp_avg_sq,
             [],  # no AMSGrad maxima
-            self._steps,
+            [self._step] * len(self.params),
             lr=self.lr,
             beta1=beta1,
             beta2=beta2,
@@ -84,6 +86,5 @@ class Adam:
                 raise ValueError("optimizer state does not match the network's parameter shapes")
         for own, saved in zip((self.exp_avg, self.exp_avg_sq), moments, strict=True):
             torch._foreach_copy_(own, [t.to(own[0].device) for t in saved])
-        for count in self._steps:
-            count.fill_(step)
+        self._step.fill_(step)
         self.lr, self.betas, self.eps = lr, (float(betas[0]), float(betas[1])), eps
