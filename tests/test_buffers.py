@@ -5,10 +5,10 @@ import torch
 from dqn_cli.buffers import (
     LatestSampler,
     PrioritizedSampler,
-    SumTree,
     TransitionStorage,
     make_replay_buffer,
 )
+from dqn_cli.buffers.sum_tree import SumTree
 
 
 def fill(buffer, n, start=0):
