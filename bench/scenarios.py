@@ -23,7 +23,10 @@ Mapping (our dqn-train key <- the peer's setting):
     torch_threads=1     <- torch.set_num_threads(1)
     device=cpu          <- device="cpu"
     num_envs=1          <- one env (SB3 wraps it in DummyVecEnv + Monitor)
-    optimizer           Adam with torch's defaults in both (ours is fused=True: same math)
+    optimizer           Adam with torch's defaults in both (ours: dqn_cli.optim.Adam, the kernel
+                        torch.optim.Adam(fused=True) runs, on gradients computed without
+                        autograd; tests/test_learner.py holds the update equal to autograd +
+                        torch.optim.Adam)
 
 What cannot match exactly, and which way it leans:
   - Warm-up: SB3 acts uniformly at random until ``learning_starts`` (no forward pass); we (and

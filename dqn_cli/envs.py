@@ -61,13 +61,17 @@ def make_vector_env(env_id: str, num_envs: int) -> SyncVectorEnv:
     Same-step auto-reset: the step that ends an episode returns the next episode's first
     observation and puts the real last one in ``info["final_obs"]``, so every env step is one
     real transition and none spans two episodes.
+
+    The observations ``reset`` and ``step`` return are the vector env's own buffer, rewritten
+    in place by the next call (``copy=False``: gymnasium's default deep copy costs more than
+    stepping CartPole): copy what must outlive the next step.
     """
 
     def factory() -> gym.Env:
         return make_env(env_id)
 
     fns: list[Callable[[], gym.Env]] = [factory] * num_envs
-    return SyncVectorEnv(fns, autoreset_mode=AutoresetMode.SAME_STEP)
+    return SyncVectorEnv(fns, autoreset_mode=AutoresetMode.SAME_STEP, copy=False)
 
 
 def true_next_obs(next_obs: np.ndarray, done: np.ndarray, info: dict) -> np.ndarray:

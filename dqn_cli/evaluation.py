@@ -9,9 +9,9 @@ import gymnasium as gym
 import numpy as np
 import torch
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
-from torch import nn
 
 from dqn_cli.envs import make_env
+from dqn_cli.networks import QNetwork, greedy_policy
 
 
 @dataclass(frozen=True)
@@ -57,26 +57,30 @@ class Evaluator:
         self.device = device or torch.device("cpu")
         self.width = min(episodes, max_parallel)
         factory = env_factory or (lambda: make_env(env_id))
-        self.envs = SyncVectorEnv([factory] * self.width, autoreset_mode=AutoresetMode.NEXT_STEP)
+        # copy=False: the loop reads each batch of observations before the next step.
+        self.envs = SyncVectorEnv(
+            [factory] * self.width, autoreset_mode=AutoresetMode.NEXT_STEP, copy=False
+        )
 
     def close(self) -> None:
         self.envs.close()
 
-    @torch.inference_mode()
-    def run(self, q_net: nn.Module) -> EvalResult:
-        was_training = q_net.training
-        q_net.eval()
+    def run(self, q_net: QNetwork) -> EvalResult:
+        # The same fast greedy policy training acts with (numpy on CPU); built per call, so
+        # it always reads the network's current weights.
+        policy = greedy_policy(q_net, self.device)
         returns = np.zeros(self.episodes)
         lengths = np.zeros(self.episodes, dtype=np.int64)
         for first in range(0, self.episodes, self.width):
             n = min(self.width, self.episodes - first)
             returns[first : first + n], lengths[first : first + n] = self._run_group(
-                q_net, first, n
+                policy, q_net.spec.n_actions, first, n
             )
-        q_net.train(was_training)
         return EvalResult(returns, lengths)
 
-    def _run_group(self, q_net: nn.Module, first: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    def _run_group(
+        self, policy: Callable[[np.ndarray], np.ndarray], n_actions: int, first: int, n: int
+    ) -> tuple[np.ndarray, np.ndarray]:
         seeds: list[int | None] = [self.seed + first + i for i in range(self.width)]
         obs, _ = self.envs.reset(seed=seeds)
         rng = np.random.default_rng(self.seed + first)
@@ -84,11 +88,10 @@ class Evaluator:
         length = np.zeros(self.width, dtype=np.int64)
         running = np.arange(self.width) < n  # extra sub-envs in the last group are ignored
         while running.any():
-            q = q_net(torch.as_tensor(obs, device=self.device))
-            actions = q.argmax(dim=1).cpu().numpy()
+            actions = policy(obs)
             if self.epsilon > 0:
                 explore = rng.random(self.width) < self.epsilon
-                actions = np.where(explore, rng.integers(q.shape[1], size=self.width), actions)
+                actions = np.where(explore, rng.integers(n_actions, size=self.width), actions)
             obs, rewards, terminated, truncated, _ = self.envs.step(actions)
             ret += np.where(running, rewards, 0.0)
             length += running

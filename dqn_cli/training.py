@@ -260,7 +260,7 @@ def train(
 
     n = c.num_envs
     obs, _ = envs.reset(seed=c.seed)
-    state = LoopState(obs, np.zeros(n), np.zeros(n, dtype=np.int64))
+    state = LoopState(obs.copy(), np.zeros(n), np.zeros(n, dtype=np.int64))
     if resume is not None:
         _restore(resume, agent, envs, state, rng, c)
         log.info("resumed at env step %d", state.step)
@@ -336,7 +336,7 @@ def train(
         next_obs, rewards, terminated, truncated, info = envs.step(actions)
         done = terminated | truncated
         buffer.add(state.obs, actions, rewards, true_next_obs(next_obs, done, info), terminated)
-        state.obs = next_obs
+        state.obs = next_obs.copy()  # next_obs is the vector env's buffer, reused next step
 
         state.episode_return += rewards
         state.episode_length += 1
@@ -476,7 +476,8 @@ def _restore(
             raise CheckpointError(f"checkpoint env state was refused: {exc}") from exc
     else:
         # No faithful env snapshot (e.g. Box2D): new episodes, seeded by where we stopped.
-        state.obs, _ = envs.reset(seed=config.seed + int(payload["env_step"]))
+        obs, _ = envs.reset(seed=config.seed + int(payload["env_step"]))
+        state.obs = obs.copy()
         log.warning("env state could not be saved for %s: episodes restart", config.env.id)
     state.load_state_dict(payload["loop"], int(payload["env_step"]), snapshots is not None)
 
