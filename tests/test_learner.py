@@ -1,9 +1,8 @@
-import copy
-
 import numpy as np
 import pytest
 import torch
 
+from bench.update_cost import autograd_copy, autograd_update, random_batch
 from dqn_cli.buffers.replay import Batch
 from dqn_cli.learner import DQNLearner, td_targets
 from dqn_cli.networks import EnvSpec, QNetwork
@@ -68,31 +67,6 @@ def test_importance_weights_multiply_the_per_sample_loss(loss):
     assert table[0, 0].item() > 0.0
 
 
-def _reference_update(online, target, optimizer, batch, gamma, double_q, loss, max_grad_norm):
-    """The textbook update with autograd and torch.optim.Adam, the oracle for DQNLearner."""
-    with torch.no_grad():
-        next_q = target(batch.next_obs)
-        if double_q:
-            next_value = next_q.gather(1, online(batch.next_obs).argmax(1, keepdim=True))[:, 0]
-        else:
-            next_value = next_q.max(1).values
-        y = batch.rewards + gamma * (1 - batch.terminated) * next_value
-    q = online(batch.obs).gather(1, batch.actions[:, None])[:, 0]
-    per_sample = {"mse": torch.nn.functional.mse_loss, "huber": torch.nn.functional.smooth_l1_loss}[
-        loss
-    ](q, y, reduction="none")
-    optimizer.zero_grad()
-    (per_sample * batch.weights).mean().backward()
-    if max_grad_norm is not None:
-        torch.nn.utils.clip_grad_norm_(online.parameters(), max_grad_norm)
-    optimizer.step()
-
-
-def _autograd_copy(net):
-    """The same weights in a plain nn.Sequential that autograd tracks."""
-    return copy.deepcopy(net.layers).requires_grad_(True)
-
-
 @pytest.mark.parametrize(
     ("double_q", "loss", "max_grad_norm", "separate_target"),
     [
@@ -110,25 +84,16 @@ def test_update_equals_autograd_with_torch_adam(double_q, loss, max_grad_norm, s
     optimizer = Adam(list(online.parameters()), lr=0.01, eps=0.1)
     learner = DQNLearner(online, target, optimizer, 0.9, double_q, loss, max_grad_norm)
 
-    ref_online = _autograd_copy(online)
-    ref_target = _autograd_copy(target) if separate_target else ref_online
+    ref_online = autograd_copy(online)
+    ref_target = autograd_copy(target) if separate_target else ref_online
     ref_optimizer = torch.optim.Adam(ref_online.parameters(), lr=0.01, eps=0.1)
 
-    generator = torch.Generator().manual_seed(1)
     for step in range(6):
         if step == 3:  # a schedule changing the learning rate between steps
             optimizer.lr = ref_optimizer.param_groups[0]["lr"] = 0.003
-        batch = Batch(
-            obs=torch.randn(16, 4, generator=generator),
-            actions=torch.randint(0, 3, (16,), generator=generator),
-            rewards=torch.randn(16, generator=generator),
-            next_obs=torch.randn(16, 4, generator=generator),
-            terminated=(torch.rand(16, generator=generator) < 0.3).float(),
-            weights=torch.rand(16, generator=generator),
-            slots=np.arange(16),
-        )
+        batch = random_batch(16, 4, 3, seed=step)
         learner.update(batch)
-        _reference_update(
+        autograd_update(
             ref_online, ref_target, ref_optimizer, batch, 0.9, double_q, loss, max_grad_norm
         )
         for ours, reference in zip(online.parameters(), ref_online.parameters(), strict=True):
