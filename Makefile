@@ -38,6 +38,7 @@ $(BENCH_STAMP): $(STAMP)
 bench: $(BENCH_STAMP) ## benchmarks: vs Stable-Baselines3, buffers, PER cost, vector envs, memory, profile (~35 min)
 	$(BIN)/python -m bench.peers --repeats 3
 	$(BIN)/python -m bench.buffers
+	$(BIN)/python -m bench.update_cost
 	$(BIN)/python -m bench.per_cost --repeats 2
 	$(BIN)/python -m bench.vector_envs --repeats 2
 	$(BIN)/python -m bench.memory --steps 200000
@@ -46,6 +47,7 @@ bench: $(BENCH_STAMP) ## benchmarks: vs Stable-Baselines3, buffers, PER cost, ve
 bench-quick: $(BENCH_STAMP) ## the same benchmarks with one repeat and shorter runs (~10 min)
 	$(BIN)/python -m bench.peers --repeats 1
 	$(BIN)/python -m bench.buffers --budget 0.1 --repeats 3
+	$(BIN)/python -m bench.update_cost --budget 0.3 --repeats 3
 	$(BIN)/python -m bench.per_cost --steps 20000 --repeats 1
 	$(BIN)/python -m bench.vector_envs --repeats 1 --collect-steps 8000 --train-steps 6000
 	$(BIN)/python -m bench.memory --steps 60000 --capacity 20000

@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # bench/ lives beside the package, not inside it
     sys.path.insert(0, str(ROOT))
 
-from bench import buffers, profile_step  # noqa: E402
+from bench import buffers, profile_step, update_cost  # noqa: E402
 from bench.common import train_config  # noqa: E402
 from bench.scenarios import SCENARIOS  # noqa: E402
 
@@ -22,6 +22,18 @@ def test_buffer_benchmark_prints_every_operation(capsys: pytest.CaptureFixture[s
     rows = [line for line in out.splitlines() if line.startswith("| 2,000 ")]
     for operation in ("add 1 transition, per", "sample 128, uniform", "per sample 64 + update 64"):
         assert any(f"| {operation} " in row for row in rows), operation
+
+
+def test_update_benchmark_times_both_updates(capsys: pytest.CaptureFixture[str]) -> None:
+    assert update_cost.main(["--budget", "0.02", "--repeats", "1"]) == 0
+    out = capsys.readouterr().out
+    for label, *_ in update_cost.CASES:
+        row = next(line for line in out.splitlines() if line.startswith(f"| {label} "))
+        textbook_us, ours_us, ratio = (
+            cell.strip().replace(",", "") for cell in row.split("|")[3:6]
+        )
+        assert float(textbook_us) > 0 and float(ours_us) > 0
+        assert float(ratio) == pytest.approx(float(ours_us) / float(textbook_us), abs=0.01)
 
 
 def test_naive_buffer_samples_by_priority() -> None:
