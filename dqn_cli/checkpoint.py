@@ -15,7 +15,7 @@ best.pt holds only those. last.pt and the periodic step_<N>.pt copies hold the f
 state as well, for an exact resume:
 
     target_model   target network state_dict (absent with target=none)
-    optimizer      optimizer state_dict (Adam moments and step counts)
+    optimizer      optimizer state_dict (Adam moments, step count, lr)
     loop           episode/eval counters, current observations, per-env episode returns
     rng            python, numpy (global and the run's generator) and torch RNG states
     env_snapshots  pickled sub-envs, read back only through an allow-list (see env_state.py),
@@ -33,7 +33,9 @@ from typing import Any
 
 import torch
 
-CHECKPOINT_FORMAT = 1
+# 2: the optimizer state is dqn_cli.optim.Adam's (format 1 held torch.optim.Adam's); weights
+# and everything dqn-eval reads are unchanged, so dqn-eval still reads format 1.
+CHECKPOINT_FORMAT = 2
 
 
 class CheckpointError(ValueError):

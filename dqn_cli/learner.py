@@ -8,7 +8,7 @@ from torch import nn
 
 from dqn_cli.buffers.replay import Batch
 from dqn_cli.networks import QNetwork
-from dqn_cli.optim import Adam
+from dqn_cli.optim import Adam, clip_grad_norm
 
 
 def td_targets(
@@ -27,6 +27,8 @@ def td_targets(
     V(s') = max_a Q_target(s', a) for DQN. With ``online_net`` given, Double DQN
     (van Hasselt et al. 2016): the online net picks argmax_a Q_online(s', a) and the target net
     values it, which removes most of the max operator's overestimation.
+
+    The nets are QNetworks, whose parameters do not require grad: the targets carry no graph.
     """
     next_q = target_net(next_obs)
     if online_net is None:
@@ -59,6 +61,7 @@ class UpdateResult:
 
 
 def per_sample_loss(q: torch.Tensor, targets: torch.Tensor, kind: str) -> torch.Tensor:
+    """The TD loss of each sample, before importance weighting: ``huber`` or ``mse``."""
     if kind == "huber":
         return F.smooth_l1_loss(q, targets, reduction="none")
     return F.mse_loss(q, targets, reduction="none")
@@ -69,13 +72,6 @@ def per_sample_loss_gradient(td_errors: torch.Tensor, kind: str) -> torch.Tensor
     if kind == "huber":  # smooth L1 with beta 1: quadratic inside [-1, 1], linear outside
         return td_errors.clamp(-1.0, 1.0).neg_()
     return td_errors.mul(-2.0)
-
-
-def clip_grad_norm(grads: list[torch.Tensor], max_norm: float) -> None:
-    """Scale ``grads`` in place so their global L2 norm is at most ``max_norm``, the same
-    rule as ``torch.nn.utils.clip_grad_norm_`` (no scaling when already within)."""
-    total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
-    torch._foreach_mul_(grads, (max_norm / (total + 1e-6)).clamp_(max=1.0))
 
 
 class DQNLearner:
@@ -101,6 +97,10 @@ class DQNLearner:
     ) -> None:
         if loss not in ("huber", "mse"):
             raise ValueError(f"unknown loss {loss!r}; valid: huber, mse")
+        # backward() writes gradients by position: the optimizer must hold exactly the online
+        # net's parameters, in parameters() order.
+        if [id(p) for p in optimizer.params] != [id(p) for p in online_net.parameters()]:
+            raise ValueError("optimizer must be built from list(online_net.parameters())")
         self.online_net = online_net
         self.target_net = target_net
         self.optimizer = optimizer

@@ -1,4 +1,4 @@
-"""Adam for parameters whose gradients the caller computes itself.
+"""Adam and gradient-norm clipping for parameters whose gradients the caller computes.
 
 ``torch.optim.Adam`` costs a DQN update on a small MLP twice over: its first construction
 imports TorchDynamo (about 1.5 s of start-up in every process), and each ``step()`` runs tens
@@ -73,18 +73,31 @@ class Adam:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore moments and step count; raises ValueError when they do not fit ``params``."""
+        """Restore moments, step count and hyperparameters; raises ValueError, leaving this
+        optimizer untouched, when ``state`` is not an Adam state that fits ``params``."""
         try:
             moments = [state["exp_avg"], state["exp_avg_sq"]]
             step = int(state["step"])
-            lr, betas, eps = float(state["lr"]), state["betas"], float(state["eps"])
+            lr, eps = float(state["lr"]), float(state["eps"])
+            beta1, beta2 = (float(b) for b in state["betas"])
         except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"optimizer state is not dqn-cli's Adam state ({exc})") from exc
+            raise ValueError(f"optimizer state is not dqn-cli's Adam state ({exc!r})") from exc
+        shapes = [tuple(p.shape) for p in self.params]
         for saved in moments:
-            shapes = [tuple(t.shape) for t in saved] if isinstance(saved, list) else None
-            if shapes != [tuple(p.shape) for p in self.params]:
+            if not (
+                isinstance(saved, list)
+                and all(isinstance(t, torch.Tensor) for t in saved)
+                and [tuple(t.shape) for t in saved] == shapes
+            ):
                 raise ValueError("optimizer state does not match the network's parameter shapes")
         for own, saved in zip((self.exp_avg, self.exp_avg_sq), moments, strict=True):
             torch._foreach_copy_(own, [t.to(own[0].device) for t in saved])
         self._step.fill_(step)
-        self.lr, self.betas, self.eps = lr, (float(betas[0]), float(betas[1])), eps
+        self.lr, self.betas, self.eps = lr, (beta1, beta2), eps
+
+
+def clip_grad_norm(grads: list[torch.Tensor], max_norm: float) -> None:
+    """Scale ``grads`` in place so their global L2 norm is at most ``max_norm``, the same
+    rule as ``torch.nn.utils.clip_grad_norm_`` (no scaling when already within)."""
+    total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+    torch._foreach_mul_(grads, (max_norm / (total + 1e-6)).clamp_(max=1.0))

@@ -336,7 +336,7 @@ def train(
         next_obs, rewards, terminated, truncated, info = envs.step(actions)
         done = terminated | truncated
         buffer.add(state.obs, actions, rewards, true_next_obs(next_obs, done, info), terminated)
-        state.obs = next_obs.copy()  # next_obs is the vector env's buffer, reused next step
+        np.copyto(state.obs, next_obs)  # next_obs is the vector env's buffer, reused next step
 
         state.episode_return += rewards
         state.episode_length += 1

@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # bench/ lives beside the package, not inside it
-    sys.path.insert(0, str(ROOT))
-
-from bench import buffers, profile_step, update_cost  # noqa: E402
-from bench.common import train_config  # noqa: E402
-from bench.scenarios import SCENARIOS  # noqa: E402
+from bench import buffers, profile_step, update_cost
+from bench.common import train_config
+from bench.scenarios import SCENARIOS
 
 
 def test_buffer_benchmark_prints_every_operation(capsys: pytest.CaptureFixture[str]) -> None:

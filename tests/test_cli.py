@@ -124,6 +124,24 @@ def test_resume_refuses_a_run_without_checkpoints(run_dqn_train, tmp_path):
     assert len(done.stderr.strip().splitlines()) == 1
 
 
+def test_resume_refuses_an_older_checkpoint_format_before_writing_anything(
+    run_dqn_train, run_dqn_eval, tmp_path, finished_run
+):
+    run_dir = tmp_path / "run"
+    shutil.copytree(finished_run, run_dir)
+    last = run_dir / "checkpoints" / "last.pt"
+    payload = torch.load(last, weights_only=True)
+    payload["format"] = 1  # optimizer state of torch.optim.Adam, from before dqn_cli.optim
+    torch.save(payload, last)
+    before = {p: p.stat().st_mtime_ns for p in run_dir.rglob("*")}
+    done = run_dqn_train(f"resume={run_dir}", "total_steps=3000")
+    assert done.returncode == 2
+    assert "has checkpoint format 1" in done.stderr and "dqn-eval" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert {p: p.stat().st_mtime_ns for p in run_dir.rglob("*")} == before
+    assert run_dqn_eval(str(last)).returncode == 0  # still evaluable
+
+
 def test_resume_refuses_a_corrupted_checkpoint_and_leaves_it_alone(
     run_dqn_train, tmp_path, finished_run
 ):

@@ -29,7 +29,12 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from dqn_cli.checkpoint import CheckpointError, load_checkpoint, newest_checkpoint
+from dqn_cli.checkpoint import (
+    CHECKPOINT_FORMAT,
+    CheckpointError,
+    load_checkpoint,
+    newest_checkpoint,
+)
 from dqn_cli.config import ConfigError, TrainConfig, parse_train_config
 from dqn_cli.envs import EnvError, env_spec, make_env
 from dqn_cli.training import (
@@ -162,6 +167,12 @@ def plan_resume(run_dir: Path, overrides: list[str]) -> ResumePlan:
             "resume", f"no checkpoint in {run_dir / 'checkpoints'}; nothing to resume"
         )
     payload = load_checkpoint(checkpoint)
+    if payload.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(
+            f"cannot resume from {checkpoint}: it has checkpoint format "
+            f"{payload.get('format')!r}, this dqn-cli resumes format {CHECKPOINT_FORMAT} only; "
+            "evaluate it with dqn-eval or start a new run"
+        )
     config = parse_train_config(payload["config"])
     for override in overrides:
         key, _, value = override.partition("=")
