@@ -35,7 +35,7 @@ $(BENCH_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,video,bench]'
 	touch $(BENCH_STAMP)
 
-bench: $(BENCH_STAMP) ## benchmarks: vs Stable-Baselines3, buffers, PER cost, vector envs, memory, profile (~35 min)
+bench: $(BENCH_STAMP) ## benchmarks: vs Stable-Baselines3, update, buffers, PER cost, vector envs, memory, profile (~15 min)
 	$(BIN)/python -m bench.peers --repeats 3
 	$(BIN)/python -m bench.buffers
 	$(BIN)/python -m bench.update_cost
