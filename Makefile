@@ -35,23 +35,12 @@ $(BENCH_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,video,bench]'
 	touch $(BENCH_STAMP)
 
-bench: $(BENCH_STAMP) ## benchmarks: vs Stable-Baselines3, update, buffers, PER cost, vector envs, memory, profile (~15 min)
-	$(BIN)/python -m bench.peers --repeats 3
-	$(BIN)/python -m bench.buffers
-	$(BIN)/python -m bench.update_cost
-	$(BIN)/python -m bench.per_cost --repeats 2
-	$(BIN)/python -m bench.vector_envs --repeats 2
-	$(BIN)/python -m bench.memory --steps 200000
-	$(BIN)/python -m bench.profile_step --repeats 3
+# The benchmark commands and their arguments are listed once, in bench/results.py.
+bench: $(BENCH_STAMP) ## benchmarks (vs Stable-Baselines3, update, buffers, ...), written to docs/benchmark-results.md (~15 min)
+	$(BIN)/python -m bench.results
 
-bench-quick: $(BENCH_STAMP) ## the same benchmarks with one repeat and shorter runs (~10 min)
-	$(BIN)/python -m bench.peers --repeats 1
-	$(BIN)/python -m bench.buffers --budget 0.1 --repeats 3
-	$(BIN)/python -m bench.update_cost --budget 0.3 --repeats 3
-	$(BIN)/python -m bench.per_cost --steps 20000 --repeats 1
-	$(BIN)/python -m bench.vector_envs --repeats 1 --collect-steps 8000 --train-steps 6000
-	$(BIN)/python -m bench.memory --steps 60000 --capacity 20000
-	$(BIN)/python -m bench.profile_step --steps 30000
+bench-quick: $(BENCH_STAMP) ## the same with one repeat and shorter runs, written to docs/benchmark-results-quick.md (~10 min)
+	$(BIN)/python -m bench.results --quick
 
 lint: $(STAMP) ## ruff and mypy
 	$(BIN)/ruff check dqn_cli tests bench

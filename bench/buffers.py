@@ -94,7 +94,8 @@ def transitions(n: int, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
     actions = rng.integers(0, 2, size=n)
     rewards = np.ones(n)
     terminated = rng.random(n) < 0.01
-    return obs, actions, rewards, next_obs, terminated
+    discounts = np.full(n, 0.99, dtype=np.float32)
+    return obs, actions, rewards, next_obs, terminated, discounts
 
 
 def fill(

@@ -52,26 +52,39 @@ def package_version(name: str) -> str:
         return "-"
 
 
+def machine_facts() -> dict[str, str]:
+    """Where and with what a benchmark runs, one short string per fact.
+
+    Keys: ``date``, ``cpu`` (model, cores, usable cores), ``load`` (1, 5, 15 minute load
+    averages), ``python``, ``versions`` (``PACKAGES``) and ``threads`` (``THREAD_VARIABLES``).
+    """
+    cores = os.cpu_count() or 0
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cores
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "-"
+    return {
+        "date": datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
+        "cpu": f"{cpu_model()}, {cores} cores ({usable} usable)",
+        "load": load,
+        "python": f"python {platform.python_version()} ({platform.system()} {platform.machine()})",
+        "versions": ", ".join(f"{p} {package_version(p)}" for p in PACKAGES),
+        # Thread-count variables change numpy/BLAS and torch speed a lot on 2 cores: show them.
+        "threads": ", ".join(f"{v}={os.environ.get(v, 'unset')}" for v in THREAD_VARIABLES),
+    }
+
+
 def machine_header(title: str) -> str:
     """Lines starting with '#': what ran, where, with which versions, and how busy the host was.
 
     The load average is printed because other work shares this machine: a figure taken at load 4
     on 2 cores is not comparable with one taken idle, only ratios within one run are.
     """
-    cores = os.cpu_count() or 0
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cores
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "-"
-    versions = ", ".join(f"{p} {package_version(p)}" for p in PACKAGES)
-    now = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
-    # Thread-count variables change numpy/BLAS and torch speed a lot on 2 cores: show them.
-    threads = ", ".join(f"{v}={os.environ.get(v, 'unset')}" for v in THREAD_VARIABLES)
+    facts = machine_facts()
     return "\n".join(
         [
             f"# {title}",
-            f"# {now}; {cpu_model()}, {cores} cores ({usable} usable), load average {load}",
-            f"# python {platform.python_version()} ({platform.system()} {platform.machine()}); "
-            f"{versions}",
-            f"# {threads}",
+            f"# {facts['date']}; {facts['cpu']}, load average {facts['load']}",
+            f"# {facts['python']}; {facts['versions']}",
+            f"# {facts['threads']}",
         ]
     )
 
@@ -229,15 +242,10 @@ def dqn_train_executable() -> str:
 
 def train_config(overrides: Sequence[str]) -> Any:
     """The validated ``TrainConfig`` that ``dqn-train OVERRIDES`` would train with."""
-    from hydra import compose, initialize_config_module
-    from omegaconf import OmegaConf
-
+    from dqn_cli.cli.compose import compose_config, split_config
     from dqn_cli.config import parse_train_config
 
-    with initialize_config_module(config_module="dqn_cli.conf", version_base="1.3"):
-        cfg = compose(config_name="config", overrides=list(overrides))
-    raw: Any = OmegaConf.to_container(cfg, resolve=True)
-    raw.pop("resume", None)
+    _, raw = split_config(compose_config(list(overrides)))
     return parse_train_config(raw)
 
 

@@ -64,6 +64,7 @@ HOOKS: list[tuple[str, str, tuple[str, ...], bool]] = [
     ("sample", "dqn_cli.buffers", ("sample",), False),
     ("priorities", "dqn_cli.buffers", ("update_priorities",), False),
     ("update", "dqn_cli.learner", ("update",), False),
+    ("update", "dqn_cli.fast_learner", ("update",), False),
     ("target sync", "dqn_cli.targets", ("after_env_steps", "after_gradient_step"), False),
     ("checkpoint", "dqn_cli.checkpoint", (), True),
     ("checkpoint", "dqn_cli.env_state", (), True),

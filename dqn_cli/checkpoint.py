@@ -33,12 +33,16 @@ from typing import Any
 
 import torch
 
-# 2: the optimizer state is dqn_cli.optim.Adam's (format 1 held torch.optim.Adam's); weights
-# and everything dqn-eval reads are unchanged, so dqn-eval still reads format 1.
-CHECKPOINT_FORMAT = 2
+from dqn_cli.errors import UserError
+
+# 2: the optimizer state is dqn_cli.optim.Adam's (format 1 held torch.optim.Adam's).
+# 3: any model (config.model holds its _target_ and arguments); weights sit behind the shared
+#    input encoding ("net." prefix); replay stores per-transition discounts (n-step returns).
+# dqn-eval reads every format: older weights get the "net." prefix (checkpoint_eval.py).
+CHECKPOINT_FORMAT = 3
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A checkpoint cannot be read or written; ``str()`` is one line naming the file."""
 
 

@@ -18,9 +18,11 @@ import gymnasium as gym
 import torch
 
 from dqn_cli.checkpoint import CHECKPOINT_FORMAT, CheckpointError, load_checkpoint
+from dqn_cli.config import ConfigError, parse_train_config
+from dqn_cli.env_spec import EnvSpec
 from dqn_cli.envs import EnvError, env_spec, make_env
 from dqn_cli.evaluation import Evaluator
-from dqn_cli.networks import EnvSpec, QNetwork
+from dqn_cli.networks import ModelError, QNetwork, build_q_network
 from dqn_cli.rundirs import find_run_dirs, is_run_dir, read_overrides
 
 VIDEO_EXTRA_HINT = "pip install 'dqn-cli[video]'"
@@ -144,16 +146,24 @@ def load_for_eval(path: Path) -> LoadedCheckpoint:
         )
     try:
         env_id = str(payload["config"]["env"]["id"])
-        hidden = [int(width) for width in payload["config"]["model"]["hidden"]]
+        config = parse_train_config(payload["config"])
         spec = EnvSpec.from_dict(payload["env_spec"])
         step = int(payload.get("env_step") or 0)
+    except ConfigError as exc:
+        raise CheckpointError(
+            f"checkpoint {path} has a config this dqn-cli refuses: {exc}"
+        ) from exc
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(
             f"checkpoint {path} is not a dqn-cli checkpoint (bad or missing {exc})"
         ) from exc
     try:
-        network = QNetwork(spec, hidden)
-        network.load_state_dict(payload["model"])
+        model = config.model
+        network = build_q_network(model._target_, model.head, model.args, spec)
+    except ModelError as exc:
+        raise CheckpointError(f"checkpoint {path}: cannot rebuild its model: {exc}") from exc
+    try:
+        network.load_state_dict(_current_model_keys(payload["model"]))
     except (RuntimeError, TypeError, AttributeError, ValueError) as exc:
         raise CheckpointError(
             f"checkpoint {path}: its weights do not fit the network its config describes"
@@ -171,6 +181,14 @@ def load_for_eval(path: Path) -> LoadedCheckpoint:
             f"the checkpoint was trained on {_describe(spec)}"
         )
     return LoadedCheckpoint(path, env_id, step, network)
+
+
+def _current_model_keys(state: Any) -> Any:
+    """Formats before 3 saved the MLP itself ("layers.0.weight"); now the model sits behind
+    the shared input encoding ("net.layers.0.weight")."""
+    if not isinstance(state, dict) or any(str(name).startswith("net.") for name in state):
+        return state
+    return {f"net.{name}": value for name, value in state.items()}
 
 
 def _describe(spec: EnvSpec) -> str:

@@ -10,10 +10,11 @@ import numpy as np
 from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
-from dqn_cli.networks import EnvSpec
+from dqn_cli.env_spec import EnvSpec
+from dqn_cli.errors import UserError
 
 
-class EnvError(ValueError):
+class EnvError(UserError):
     """The env cannot be built or is unsuitable for DQN; ``str()`` is one line."""
 
 

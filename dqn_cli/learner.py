@@ -1,42 +1,67 @@
-"""TD targets, the loss and its gradient, and one update of the online Q-network."""
+"""TD targets, the loss, and the learners: one interface, "take a batch, update, report TD
+errors", with two implementations.
+
+- :class:`AutogradLearner` trains any ``torch.nn.Module`` with autograd and the public
+  ``torch.optim.Adam``. New methods are written against it first.
+- :class:`~dqn_cli.fast_learner.ExplicitGradientLearner` computes the gradient of a plain MLP
+  by hand and steps torch's fused Adam kernel directly: several times cheaper per update for
+  the small MLPs of vector-observation envs on CPU. Tests hold it equal to the autograd one.
+
+:func:`make_learner` picks one (``learner=auto|autograd|fast``). Both keep their optimizer state
+in the same plain form (:func:`dqn_cli.optim.adam_state`), so a checkpoint written by one
+resumes with the other.
+"""
 
 from __future__ import annotations
+
+import logging
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from dqn_cli.buffers.replay import Batch
-from dqn_cli.networks import QNetwork
-from dqn_cli.optim import Adam, clip_grad_norm
+from dqn_cli.config import ConfigError
+from dqn_cli.networks import QNetwork, plain_mlp
+from dqn_cli.optim import AdamState, adam_state
+
+log = logging.getLogger(__name__)
 
 
 def td_targets(
     rewards: torch.Tensor,
     next_obs: torch.Tensor,
     terminated: torch.Tensor,
-    gamma: float,
+    discounts: torch.Tensor | float,
     target_net: nn.Module,
     online_net: nn.Module | None = None,
 ) -> torch.Tensor:
-    """r + gamma * (1 - terminated) * V(s').
+    """r + discount * (1 - terminated) * V(s'), computed without building a graph.
 
-    Only ``terminated`` stops the bootstrap: a time-limit truncation is not a terminal state of
-    the MDP, so its successor still has value (Pardo et al. 2018, "Time Limits in RL").
+    ``discounts`` is gamma for 1-step transitions and gamma^k for n-step ones (k rewards
+    summed in ``rewards``). Only ``terminated`` stops the bootstrap: a time-limit truncation is
+    not a terminal state of the MDP, so its successor still has value (Pardo et al. 2018).
 
     V(s') = max_a Q_target(s', a) for DQN. With ``online_net`` given, Double DQN
     (van Hasselt et al. 2016): the online net picks argmax_a Q_online(s', a) and the target net
     values it, which removes most of the max operator's overestimation.
-
-    The nets are QNetworks, whose parameters do not require grad: the targets carry no graph.
     """
-    next_q = target_net(next_obs)
-    if online_net is None:
-        next_value = next_q.amax(dim=1)
-    else:
-        next_actions = online_net(next_obs).argmax(dim=1, keepdim=True)
-        next_value = next_q.gather(1, next_actions).squeeze(1)
-    return torch.addcmul(rewards, 1.0 - terminated, next_value, value=gamma)
+    with torch.no_grad():
+        next_q = target_net(next_obs)
+        if online_net is None:
+            next_value = next_q.amax(dim=1)
+        else:
+            next_actions = online_net(next_obs).argmax(dim=1, keepdim=True)
+            next_value = next_q.gather(1, next_actions).squeeze(1)
+        return rewards + discounts * (1.0 - terminated) * next_value
+
+
+def per_sample_loss(q: torch.Tensor, targets: torch.Tensor, kind: str) -> torch.Tensor:
+    """The TD loss of each sample, before importance weighting: ``huber`` or ``mse``."""
+    if kind == "huber":
+        return F.smooth_l1_loss(q, targets, reduction="none")
+    return F.mse_loss(q, targets, reduction="none")
 
 
 class UpdateResult:
@@ -55,81 +80,160 @@ class UpdateResult:
         return (per_sample_loss(self._q, self._targets, self._loss_kind) * self._weights).mean()
 
     @property
+    def importance_weight_mean(self) -> torch.Tensor:
+        """Scalar, mean importance weight of the batch (1 unless prioritized)."""
+        return self._weights.mean()
+
+    @property
     def mean_q(self) -> torch.Tensor:
         """Scalar, mean Q(s, a) of the batch before the update."""
         return self._q.mean()
 
 
-def per_sample_loss(q: torch.Tensor, targets: torch.Tensor, kind: str) -> torch.Tensor:
-    """The TD loss of each sample, before importance weighting: ``huber`` or ``mse``."""
-    if kind == "huber":
-        return F.smooth_l1_loss(q, targets, reduction="none")
-    return F.mse_loss(q, targets, reduction="none")
+class Learner(Protocol):
+    """Updates the online network from batches; what the training loop sees of a learner."""
+
+    online_net: QNetwork
+    target_net: QNetwork  # the online net itself with target=none
+    name: str  # "autograd" or "fast", for the log
+
+    def update(self, batch: Batch) -> UpdateResult: ...
+
+    def set_lr(self, lr: float) -> None: ...
+
+    def state_dict(self) -> AdamState: ...
+
+    def load_state_dict(self, state: Any) -> None: ...
 
 
-def per_sample_loss_gradient(td_errors: torch.Tensor, kind: str) -> torch.Tensor:
-    """d loss / d q for each sample, with td_errors = targets - q."""
-    if kind == "huber":  # smooth L1 with beta 1: quadratic inside [-1, 1], linear outside
-        return td_errors.clamp(-1.0, 1.0).neg_()
-    return td_errors.mul(-2.0)
+class AutogradLearner:
+    """The DQN update for any network: autograd, gradient clipping, ``torch.optim.Adam``."""
 
-
-class DQNLearner:
-    """Owns the online/target networks and the optimizer; performs gradient updates.
-
-    ``target_net`` may be the online net itself (``target=none``): targets then move with every
-    update, the unstable setting the target network was invented to fix.
-
-    The update computes the gradient of the weighted TD loss explicitly (see
-    :meth:`QNetwork.backward`), which is what makes it cheap on CPU; tests hold it equal to
-    autograd with ``torch.optim.Adam``.
-    """
+    name = "autograd"
 
     def __init__(
         self,
         online_net: QNetwork,
         target_net: QNetwork,
-        optimizer: Adam,
         gamma: float,
         double_q: bool,
         loss: str,
         max_grad_norm: float | None,
+        lr: float,
+        adam_eps: float = 1e-8,
     ) -> None:
         if loss not in ("huber", "mse"):
             raise ValueError(f"unknown loss {loss!r}; valid: huber, mse")
-        # backward() writes gradients by position: the optimizer must hold exactly the online
-        # net's parameters, in parameters() order.
-        if [id(p) for p in optimizer.params] != [id(p) for p in online_net.parameters()]:
-            raise ValueError("optimizer must be built from list(online_net.parameters())")
-        self.online_net = online_net
-        self.target_net = target_net
-        self.optimizer = optimizer
-        self.gamma = gamma
-        self.double_q = double_q
-        self.loss = loss
-        self.max_grad_norm = max_grad_norm
+        self.online_net, self.target_net = online_net, target_net
+        online_net.requires_grad_(True)
+        if target_net is not online_net:
+            target_net.requires_grad_(False)
+        self.gamma, self.double_q, self.loss, self.max_grad_norm = (
+            gamma,
+            double_q,
+            loss,
+            max_grad_norm,
+        )
+        self.params = list(online_net.parameters())
+        self.optimizer = torch.optim.Adam(self.params, lr=lr, eps=adam_eps)
+
+    def set_lr(self, lr: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
 
     def update(self, batch: Batch) -> UpdateResult:
         targets = td_targets(
             batch.rewards,
             batch.next_obs,
             batch.terminated,
-            self.gamma,
+            batch.discounts,
             self.target_net,
             self.online_net if self.double_q else None,
         )
-        q_all, activations = self.online_net.forward_keeping_activations(batch.obs)
-        actions = batch.actions.unsqueeze(1)
-        result = UpdateResult(
-            q_all.gather(1, actions).squeeze(1), targets, batch.weights, self.loss
-        )
-        # loss = mean_i(w_i * l(q_i - y_i)), so dloss/dq_i = w_i * l'(q_i - y_i) / batch size;
-        # the Q-values of actions not taken get no gradient.
-        grad_q = per_sample_loss_gradient(result.td_errors, self.loss)
-        grad_q.mul_(batch.weights).div_(len(grad_q))
-        grad_q_all = torch.zeros_like(q_all).scatter_(1, actions, grad_q.unsqueeze(1))
-        self.online_net.backward(activations, grad_q_all, self.optimizer.grads)
+        q = self.online_net(batch.obs).gather(1, batch.actions.unsqueeze(1)).squeeze(1)
+        loss = (per_sample_loss(q, targets, self.loss) * batch.weights).mean()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
         if self.max_grad_norm is not None:
-            clip_grad_norm(self.optimizer.grads, self.max_grad_norm)
+            nn.utils.clip_grad_norm_(self.params, self.max_grad_norm)
         self.optimizer.step()
-        return result
+        return UpdateResult(q.detach(), targets, batch.weights, self.loss)
+
+    def state_dict(self) -> AdamState:
+        group = self.optimizer.param_groups[0]
+        states = [self.optimizer.state.get(p, {}) for p in self.params]
+        step = int(states[0]["step"]) if states and "step" in states[0] else 0
+        return {
+            "lr": float(group["lr"]),
+            "betas": [float(b) for b in group["betas"]],
+            "eps": float(group["eps"]),
+            "step": step,
+            "exp_avg": [
+                s.get("exp_avg", torch.zeros_like(p)).clone()
+                for s, p in zip(states, self.params, strict=True)
+            ],
+            "exp_avg_sq": [
+                s.get("exp_avg_sq", torch.zeros_like(p)).clone()
+                for s, p in zip(states, self.params, strict=True)
+            ],
+        }
+
+    def load_state_dict(self, state: Any) -> None:
+        checked = adam_state(state, self.params)
+        for group in self.optimizer.param_groups:
+            group.update(lr=checked["lr"], betas=tuple(checked["betas"]), eps=checked["eps"])
+        if checked["step"] == 0:
+            self.optimizer.state.clear()
+            return
+        for p, m, v in zip(self.params, checked["exp_avg"], checked["exp_avg_sq"], strict=True):
+            self.optimizer.state[p] = {
+                "step": torch.tensor(float(checked["step"])),
+                "exp_avg": m.to(p.device).clone(),
+                "exp_avg_sq": v.to(p.device).clone(),
+            }
+
+
+def _moment(state: dict[str, Any], name: str, param: torch.Tensor) -> torch.Tensor:
+    """A moment of torch.optim.Adam's state (zeros before its first step)."""
+    return state[name].clone() if name in state else torch.zeros_like(param)
+
+
+def fast_learner_refusal(q_net: QNetwork, device: torch.device) -> str | None:
+    """Why the explicit-gradient learner cannot train ``q_net`` here, or None if it can."""
+    from dqn_cli.fast_learner import fused_adam_refusal
+
+    if plain_mlp(q_net) is None:
+        return "it handles a plain MLP (model=mlp, model.head=linear) only"
+    if device.type != "cpu":
+        return "it runs on the CPU only"
+    return fused_adam_refusal()
+
+
+def make_learner(
+    kind: str,
+    online_net: QNetwork,
+    target_net: QNetwork,
+    device: torch.device,
+    *,
+    gamma: float,
+    double_q: bool,
+    loss: str,
+    max_grad_norm: float | None,
+    lr: float,
+    adam_eps: float,
+) -> Learner:
+    """``learner=auto``: the explicit-gradient learner where it applies, else autograd;
+    ``fast`` where it does not apply is a one-line :class:`ConfigError`."""
+    if kind not in ("auto", "autograd", "fast"):
+        raise ConfigError("learner", f"got {kind!r}; allowed: auto, autograd, fast")
+    refusal = None if kind == "autograd" else fast_learner_refusal(online_net, device)
+    if kind == "fast" and refusal is not None:
+        raise ConfigError("learner", f"fast cannot train this model: {refusal}; use learner=auto")
+    args = dict(gamma=gamma, double_q=double_q, loss=loss, max_grad_norm=max_grad_norm)
+    if kind == "autograd" or refusal is not None:
+        if kind == "auto" and plain_mlp(online_net) is not None and device.type == "cpu":
+            log.info("learner=auto: the fast learner is unavailable (%s); using autograd", refusal)
+        return AutogradLearner(online_net, target_net, lr=lr, adam_eps=adam_eps, **args)  # type: ignore[arg-type]
+    from dqn_cli.fast_learner import ExplicitGradientLearner
+
+    return ExplicitGradientLearner(online_net, target_net, lr=lr, adam_eps=adam_eps, **args)  # type: ignore[arg-type]

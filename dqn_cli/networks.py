@@ -1,10 +1,24 @@
-"""Q-networks, built from what the env's spaces say (no gymnasium import needed here)."""
+"""Q-networks: the built-in bodies and heads, user models, and the one input encoding.
+
+Every model is built the same way, from the ``model`` config: ``_target_`` names a class
+(``module.Class``), which is called with keywords ::
+
+    Class(obs_shape=..., obs_dtype=..., n_actions=..., **other model keys)
+
+``obs_shape`` is the shape of one observation *as the model receives it* (after encoding:
+Discrete observations arrive one-hot, so their shape is ``(n,)``), ``obs_dtype`` the env's
+numpy dtype name (``"uint8"`` for pixels) and ``n_actions`` the number of discrete actions; the
+model maps a float32 batch ``(B, *obs_shape)`` to Q-values ``(B, n_actions)``. The encoding is
+done in one place for every model, :class:`QNetwork`: uint8 observations are scaled to [0, 1],
+Discrete ones one-hot encoded, everything else cast to float32.
+"""
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -12,101 +26,261 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dqn_cli.env_spec import EnvSpec
+from dqn_cli.errors import UserError
 
-@dataclass(frozen=True)
-class EnvSpec:
-    """The shape of an env as far as the agent cares, storable in a ``weights_only`` checkpoint."""
 
-    obs_shape: tuple[int, ...]
-    obs_dtype: str  # numpy dtype name, e.g. "float32", "uint8", "int64"
-    n_actions: int
-    obs_categories: int | None = None  # Discrete observation spaces: one-hot width
+class ModelError(UserError):
+    """The model config names a class that cannot be imported or built; one line."""
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "obs_shape": list(self.obs_shape),
-            "obs_dtype": self.obs_dtype,
-            "n_actions": self.n_actions,
-            "obs_categories": self.obs_categories,
-        }
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> EnvSpec:
-        return cls(
-            obs_shape=tuple(int(d) for d in data["obs_shape"]),
-            obs_dtype=str(data["obs_dtype"]),
-            n_actions=int(data["n_actions"]),
-            obs_categories=data.get("obs_categories"),
-        )
+def model_input_shape(spec: EnvSpec) -> tuple[int, ...]:
+    """The shape of one observation after :meth:`QNetwork.encode`."""
+    return (spec.obs_categories,) if spec.obs_categories is not None else spec.obs_shape
 
 
 class QNetwork(nn.Module):
-    """MLP mapping an observation to one Q-value per action.
+    """A model behind the input encoding every model shares; ``net`` is the model itself."""
 
-    Box observations are flattened (uint8 scaled to [0, 1]); Discrete observations are one-hot
-    encoded, so tabular envs such as FrozenLake or Taxi work unchanged.
-
-    The parameters do not require grad: :meth:`backward` computes their gradients explicitly.
-    For the small MLPs DQN uses, autograd's graph building and engine start-up cost more than
-    the arithmetic, and nothing here needs more than a chain of linear layers and ReLUs.
-    """
-
-    def __init__(self, spec: EnvSpec, hidden: Sequence[int]) -> None:
+    def __init__(self, net: nn.Module, spec: EnvSpec) -> None:
         super().__init__()
+        self.net = net
         self.spec = spec
-        in_features = spec.obs_categories or math.prod(spec.obs_shape)
-        layers: list[nn.Module] = []
-        for width in hidden:
-            layers += [nn.Linear(in_features, width), nn.ReLU()]
-            in_features = width
-        layers.append(nn.Linear(in_features, spec.n_actions))
-        self.layers = nn.Sequential(*layers)  # kept for the state_dict keys ("layers.0.weight")
-        self.linears = [m for m in layers if isinstance(m, nn.Linear)]
-        self.requires_grad_(False)
         self._scale = 1.0 / 255.0 if spec.obs_dtype == "uint8" else None
 
-    def inputs(self, obs: torch.Tensor) -> torch.Tensor:
-        """What the first layer sees: flattened float features or one-hot codes."""
+    def encode(self, obs: torch.Tensor) -> torch.Tensor:
         if self.spec.obs_categories is not None:
             return F.one_hot(obs.long(), self.spec.obs_categories).float()
-        x = obs.flatten(1).float()
+        x = obs.float()
         return x * self._scale if self._scale is not None else x
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.forward_keeping_activations(obs)[0]
+        return self.net(self.encode(obs))
 
-    def forward_keeping_activations(
-        self, obs: torch.Tensor
-    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Q-values and the input of every linear layer, which :meth:`backward` needs."""
-        x = self.inputs(obs)
-        activations = [x]
-        last = len(self.linears) - 1
-        for i, linear in enumerate(self.linears):
-            x = torch.addmm(linear.bias, x, linear.weight.t())
-            if i < last:
-                x.relu_()
-                activations.append(x)
-        return x, activations
 
-    def backward(
-        self, activations: list[torch.Tensor], grad_q: torch.Tensor, out: list[torch.Tensor]
+# ---------------------------------------------------------------------------------------------
+# Heads
+
+
+class DuelingHead(nn.Module):
+    """Q(s, a) = V(s) + A(s, a) - mean_a' A(s, a') (Wang et al. 2016, eq. 9): value and
+    advantage streams, each with an optional hidden layer; subtracting the mean advantage
+    makes V and A identifiable."""
+
+    def __init__(self, in_features: int, n_actions: int, hidden: int | None = None) -> None:
+        super().__init__()
+        self.value = _stream(in_features, 1, hidden)
+        self.advantage = _stream(in_features, n_actions, hidden)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        advantage = self.advantage(features)
+        return self.value(features) + advantage - advantage.mean(dim=1, keepdim=True)
+
+
+def _stream(in_features: int, out_features: int, hidden: int | None) -> nn.Module:
+    if hidden is None:
+        return nn.Linear(in_features, out_features)
+    return nn.Sequential(nn.Linear(in_features, hidden), nn.ReLU(), nn.Linear(hidden, out_features))
+
+
+def q_head(kind: str, in_features: int, n_actions: int, hidden: int | None = None) -> nn.Module:
+    """``linear``: one stream to the Q-values; ``dueling``: :class:`DuelingHead`."""
+    if kind == "linear":
+        return _stream(in_features, n_actions, hidden)
+    if kind == "dueling":
+        return DuelingHead(in_features, n_actions, hidden)
+    raise ModelError(f"model.head: got {kind!r}; allowed: linear, dueling")
+
+
+# ---------------------------------------------------------------------------------------------
+# Bodies
+
+
+class MLP(nn.Module):
+    """Fully connected ReLU layers on the flattened observation (vector observations)."""
+
+    def __init__(
+        self,
+        obs_shape: tuple[int, ...],
+        obs_dtype: str,
+        n_actions: int,
+        hidden: Sequence[int] = (256, 256),
+        head: str = "linear",
     ) -> None:
-        """Write dL/dθ into ``out`` (ordered like ``parameters()``: weight, bias per layer)
-        given dL/dQ for the batch whose ``activations`` came from
-        :meth:`forward_keeping_activations`."""
-        grad = grad_q
-        for i in range(len(self.linears) - 1, -1, -1):
-            x = activations[i]
-            torch.mm(grad.t(), x, out=out[2 * i])
-            torch.sum(grad, dim=0, out=out[2 * i + 1])
-            if i > 0:
-                # ReLU passes the gradient where its output was positive (autograd's own op).
-                grad = torch.ops.aten.threshold_backward(grad.mm(self.linears[i].weight), x, 0.0)
+        super().__init__()
+        if not isinstance(hidden, Sequence) or isinstance(hidden, str):
+            raise ModelError(
+                f"model.hidden: expected a list of widths, e.g. [256,256], got {hidden!r}"
+            )
+        for i, width in enumerate(hidden):
+            if isinstance(width, bool) or not isinstance(width, int) or width <= 0:
+                raise ModelError(f"model.hidden[{i}]: must be an integer > 0, got {width!r}")
+        in_features = math.prod(obs_shape)
+        layers: list[nn.Module] = []
+        for width in hidden:
+            layers += [nn.Linear(in_features, int(width)), nn.ReLU()]
+            in_features = int(width)
+        self.head_kind = head
+        if head == "linear":
+            # One Sequential, so the state_dict keys ("layers.0.weight") are those of the
+            # MLPs dqn-cli has always saved.
+            layers.append(q_head(head, in_features, n_actions))
+            self.layers = nn.Sequential(*layers)
+        else:
+            self.layers = nn.Sequential(*layers)
+            self.head = q_head(head, in_features, n_actions)
+
+    @property
+    def linears(self) -> list[nn.Linear]:
+        return [m for m in self.layers if isinstance(m, nn.Linear)]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.layers(x.flatten(1))
+        return x if self.head_kind == "linear" else self.head(x)
+
+
+class NatureCNN(nn.Module):
+    """Mnih et al. 2015: conv 32x8x8/4, 64x4x4/2, 64x3x3/1, then a 512-unit layer (per stream
+    with a dueling head). Expects channels-first frames, e.g. 4x84x84."""
+
+    def __init__(
+        self,
+        obs_shape: tuple[int, ...],
+        obs_dtype: str,
+        n_actions: int,
+        head: str = "linear",
+        features: int = 512,
+    ) -> None:
+        super().__init__()
+        _require_image(obs_shape, "NatureCNN")
+        self.torso = nn.Sequential(
+            nn.Conv2d(obs_shape[0], 32, 8, stride=4),
+            nn.ReLU(),
+            nn.Conv2d(32, 64, 4, stride=2),
+            nn.ReLU(),
+            nn.Conv2d(64, 64, 3, stride=1),
+            nn.ReLU(),
+            nn.Flatten(),
+        )
+        self.head = q_head(head, _flat_size(self.torso, obs_shape), n_actions, features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.torso(x))
+
+
+class MinAtarCNN(nn.Module):
+    """Young & Tian 2019 (MinAtar): conv 16x3x3/1, then a 128-unit layer. Expects
+    channels-first 10x10 frames."""
+
+    def __init__(
+        self,
+        obs_shape: tuple[int, ...],
+        obs_dtype: str,
+        n_actions: int,
+        head: str = "linear",
+        features: int = 128,
+    ) -> None:
+        super().__init__()
+        _require_image(obs_shape, "MinAtarCNN")
+        self.torso = nn.Sequential(
+            nn.Conv2d(obs_shape[0], 16, 3, stride=1), nn.ReLU(), nn.Flatten()
+        )
+        self.head = q_head(head, _flat_size(self.torso, obs_shape), n_actions, features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.torso(x))
+
+
+def _require_image(obs_shape: tuple[int, ...], name: str) -> None:
+    if len(obs_shape) != 3:
+        raise ModelError(
+            f"model: {name} needs image observations (channels, height, width), "
+            f"this env's are of shape {list(obs_shape)}; use model=mlp"
+        )
+
+
+def _flat_size(torso: nn.Module, obs_shape: tuple[int, ...]) -> int:
+    try:
+        with torch.no_grad():
+            return int(torso(torch.zeros(1, *obs_shape)).shape[1])
+    except RuntimeError as exc:
+        raise ModelError(
+            f"model: observations of shape {list(obs_shape)} are too small for this CNN"
+        ) from exc
+
+
+# ---------------------------------------------------------------------------------------------
+# Building a model from its config
+
+
+def locate(target: str) -> Callable[..., Any]:
+    """The class ``module.Class`` names; one-line errors naming the module."""
+    module_name, _, attr = target.rpartition(".")
+    if not module_name:
+        raise ModelError(f"model._target_: {target!r} is not of the form module.Class")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ModelError(
+            f"model._target_: cannot import module {module_name!r} ({exc}); is it installed "
+            "or on PYTHONPATH?"
+        ) from None
+    found = getattr(module, attr, None)
+    if not callable(found):
+        raise ModelError(f"model._target_: module {module_name!r} has no class {attr!r}")
+    return found
+
+
+def build_q_network(target: str, head: str, kwargs: Mapping[str, Any], spec: EnvSpec) -> QNetwork:
+    """Instantiate ``target`` for ``spec`` with the model's other keys, behind :class:`QNetwork`."""
+    cls = locate(target)
+    arguments = dict(kwargs)
+    try:
+        parameters = dict(inspect.signature(cls).parameters)
+    except (TypeError, ValueError):
+        parameters = {}
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    if "head" in parameters or takes_any:
+        arguments["head"] = head
+    elif head != "linear":
+        raise ModelError(f"model.head: {target} takes no head argument; leave model.head=linear")
+    for name in arguments:
+        if name not in parameters and not takes_any:
+            accepted = [p for p in parameters if p not in ("obs_shape", "obs_dtype", "n_actions")]
+            raise ModelError(
+                f"model.{name}: not an argument of {target} (it takes: "
+                f"{', '.join(accepted) or 'nothing else'}); if an env preset set it, drop it "
+                f"with ~model.{name}"
+            )
+    try:
+        net = cls(
+            obs_shape=model_input_shape(spec),
+            obs_dtype=spec.obs_dtype,
+            n_actions=spec.n_actions,
+            **arguments,
+        )
+    except ModelError:
+        raise
+    except Exception as exc:  # a user's constructor may raise anything
+        raise ModelError(f"model: {target}(...) failed: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(net, nn.Module):
+        raise ModelError(f"model._target_: {target} did not build a torch.nn.Module")
+    return QNetwork(net, spec)
+
+
+# ---------------------------------------------------------------------------------------------
+# Acting
+
+
+def plain_mlp(q_net: QNetwork) -> MLP | None:
+    """The MLP inside ``q_net`` when it is a plain one (linear head): the case the fast paths
+    (explicit-gradient updates, numpy acting) handle."""
+    net = q_net.net
+    return net if type(net) is MLP and net.head_kind == "linear" else None
 
 
 class HostQFunction:
-    """Q-values of a CPU :class:`QNetwork` computed with numpy, for acting.
+    """Q-values of a CPU plain-MLP :class:`QNetwork` computed with numpy, for acting.
 
     For the small MLPs DQN uses on vector observations, torch's per-call overhead (tens of
     microseconds) is most of the cost of choosing an action. The numpy arrays here are views
@@ -114,14 +288,15 @@ class HostQFunction:
     ``load_state_dict`` is seen without copying anything.
     """
 
-    def __init__(self, net: QNetwork) -> None:
-        if any(p.device.type != "cpu" for p in net.parameters()):
-            raise ValueError("HostQFunction needs a network on the CPU")
-        self.layers = [(m.weight.numpy().T, m.bias.numpy()) for m in net.linears]
-        self.spec = net.spec
-        if net.spec.obs_categories is not None:
-            self.one_hot = np.eye(net.spec.obs_categories, dtype=np.float32)
-        self.scale = np.float32(1 / 255) if net.spec.obs_dtype == "uint8" else None
+    def __init__(self, q_net: QNetwork) -> None:
+        mlp = plain_mlp(q_net)
+        if mlp is None or any(p.device.type != "cpu" for p in q_net.parameters()):
+            raise ValueError("HostQFunction needs a plain MLP on the CPU")
+        self.layers = [(m.weight.detach().numpy().T, m.bias.detach().numpy()) for m in mlp.linears]
+        self.spec = q_net.spec
+        if q_net.spec.obs_categories is not None:
+            self.one_hot = np.eye(q_net.spec.obs_categories, dtype=np.float32)
+        self.scale = np.float32(1 / 255) if q_net.spec.obs_dtype == "uint8" else None
 
     def __call__(self, obs: np.ndarray) -> np.ndarray:
         if self.spec.obs_categories is not None:
@@ -138,15 +313,16 @@ class HostQFunction:
         return x
 
 
-def greedy_policy(net: QNetwork, device: torch.device) -> Callable[[np.ndarray], np.ndarray]:
-    """argmax_a Q(obs, a) for a batch of observations, the fastest way for ``device``."""
-    if device.type == "cpu":
-        host = HostQFunction(net)
+def greedy_policy(q_net: QNetwork, device: torch.device) -> Callable[[np.ndarray], np.ndarray]:
+    """argmax_a Q(obs, a) for a batch of observations, the fastest way for the model: numpy
+    for a plain MLP on the CPU, torch in inference mode for everything else."""
+    if device.type == "cpu" and plain_mlp(q_net) is not None:
+        host = HostQFunction(q_net)
         return lambda obs: host(obs).argmax(axis=1)
 
     @torch.inference_mode()
     def act(obs: np.ndarray) -> np.ndarray:
-        q = net(torch.as_tensor(obs, device=device))
+        q = q_net(torch.as_tensor(obs, device=device))
         return q.argmax(dim=1).cpu().numpy()
 
     return act

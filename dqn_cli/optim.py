@@ -11,9 +11,50 @@ Kingma & Ba's Adam with torch's defaults; tests compare it step for step with to
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypedDict
 
 import torch
+
+
+class AdamState(TypedDict):
+    """Adam's state in the plain form both learners save and load (see learner.py)."""
+
+    lr: float
+    betas: list[float]
+    eps: float
+    step: int
+    exp_avg: list[torch.Tensor]
+    exp_avg_sq: list[torch.Tensor]
+
+
+def adam_state(state: Any, params: Sequence[torch.Tensor]) -> AdamState:
+    """``state`` checked to be an :class:`AdamState` whose moments fit ``params``; raises
+    ValueError (one line) otherwise."""
+    try:
+        moments = [state["exp_avg"], state["exp_avg_sq"]]
+        step = int(state["step"])
+        lr, eps = float(state["lr"]), float(state["eps"])
+        beta1, beta2 = (float(b) for b in state["betas"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"optimizer state is not dqn-cli's Adam state ({exc!r})") from exc
+    shapes = [tuple(p.shape) for p in params]
+    for saved in moments:
+        if not (
+            isinstance(saved, list)
+            and all(isinstance(t, torch.Tensor) for t in saved)
+            and [tuple(t.shape) for t in saved] == shapes
+        ):
+            raise ValueError("optimizer state does not match the network's parameter shapes")
+    if step < 0:
+        raise ValueError(f"optimizer state has a negative step count ({step})")
+    return {
+        "lr": lr,
+        "betas": [beta1, beta2],
+        "eps": eps,
+        "step": step,
+        "exp_avg": moments[0],
+        "exp_avg_sq": moments[1],
+    }
 
 
 class Adam:
@@ -62,38 +103,29 @@ class Adam:
             maximize=False,
         )
 
-    def state_dict(self) -> dict[str, Any]:
+    def state_dict(self) -> AdamState:
         return {
             "lr": self.lr,
-            "betas": list(self.betas),
+            "betas": [float(b) for b in self.betas],
             "eps": self.eps,
             "step": self.step_count,
             "exp_avg": [t.clone() for t in self.exp_avg],
             "exp_avg_sq": [t.clone() for t in self.exp_avg_sq],
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: Any) -> None:
         """Restore moments, step count and hyperparameters; raises ValueError, leaving this
         optimizer untouched, when ``state`` is not an Adam state that fits ``params``."""
-        try:
-            moments = [state["exp_avg"], state["exp_avg_sq"]]
-            step = int(state["step"])
-            lr, eps = float(state["lr"]), float(state["eps"])
-            beta1, beta2 = (float(b) for b in state["betas"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"optimizer state is not dqn-cli's Adam state ({exc!r})") from exc
-        shapes = [tuple(p.shape) for p in self.params]
-        for saved in moments:
-            if not (
-                isinstance(saved, list)
-                and all(isinstance(t, torch.Tensor) for t in saved)
-                and [tuple(t.shape) for t in saved] == shapes
-            ):
-                raise ValueError("optimizer state does not match the network's parameter shapes")
-        for own, saved in zip((self.exp_avg, self.exp_avg_sq), moments, strict=True):
+        checked = adam_state(state, self.params)
+        for own, saved in zip(
+            (self.exp_avg, self.exp_avg_sq),
+            (checked["exp_avg"], checked["exp_avg_sq"]),
+            strict=True,
+        ):
             torch._foreach_copy_(own, [t.to(own[0].device) for t in saved])
-        self._step.fill_(step)
-        self.lr, self.betas, self.eps = lr, (beta1, beta2), eps
+        self._step.fill_(checked["step"])
+        self.lr, self.eps = checked["lr"], checked["eps"]
+        self.betas = (checked["betas"][0], checked["betas"][1])
 
 
 def clip_grad_norm(grads: list[torch.Tensor], max_norm: float) -> None:

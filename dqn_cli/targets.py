@@ -7,6 +7,8 @@ from typing import Protocol
 import torch
 from torch import nn
 
+from dqn_cli.periodic import Every
+
 
 @torch.no_grad()
 def polyak_update(target: nn.Module, online: nn.Module, tau: float) -> None:
@@ -30,13 +32,13 @@ class HardTargetUpdate:
     """Full copy every ``period`` env steps (Mnih et al. 2015); untouched in between."""
 
     def __init__(self, target: nn.Module, online: nn.Module, period: int) -> None:
-        self.target, self.online, self.period = target, online, period
+        self.target, self.online, self.every = target, online, Every(period)
 
     def after_gradient_step(self) -> None:
         pass
 
     def after_env_steps(self, previous_step: int, step: int) -> None:
-        if step // self.period > previous_step // self.period:
+        if self.every.due(previous_step, step):
             polyak_update(self.target, self.online, 1.0)
 
 

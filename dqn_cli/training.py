@@ -1,4 +1,5 @@
-"""The training loop: act, store, learn, sync the target, evaluate, log, checkpoint."""
+"""The training loop: act, store, learn, then the periodic events (target sync, log, evaluate,
+checkpoint). What a checkpoint holds and how it is restored lives in run_state.py."""
 
 from __future__ import annotations
 
@@ -6,35 +7,44 @@ import copy
 import json
 import logging
 import math
-import os
-import pickle
-import random
-import shutil
 import time
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from gymnasium.vector import SyncVectorEnv
 from threadpoolctl import threadpool_limits
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams
 
-from dqn_cli.buffers import ReplayBuffer, make_replay_buffer
-from dqn_cli.checkpoint import CHECKPOINT_FORMAT, CheckpointError, save_checkpoint
+from dqn_cli.buffers import make_replay_buffer
+from dqn_cli.buffers.nstep import NStepAccumulator
+from dqn_cli.checkpoint import save_checkpoint
 from dqn_cli.config import TrainConfig
-from dqn_cli.env_state import restore_envs, snapshot_envs
+from dqn_cli.env_spec import EnvSpec
 from dqn_cli.envs import env_spec, make_vector_env, true_next_obs
+from dqn_cli.errors import UserError
 from dqn_cli.evaluation import EvalResult, Evaluator
 from dqn_cli.exploration import linear_anneal, make_epsilon_schedule
-from dqn_cli.learner import DQNLearner, UpdateResult
-from dqn_cli.networks import EnvSpec, QNetwork, greedy_policy
-from dqn_cli.optim import Adam
-from dqn_cli.targets import TargetUpdater, make_target_updater
+from dqn_cli.learner import UpdateResult, make_learner
+from dqn_cli.networks import build_q_network, greedy_policy
+from dqn_cli.periodic import Every
+from dqn_cli.run_state import (
+    Agent,
+    LoopState,
+    TrainingDiverged,
+    check_finite,
+    full_payload,
+    model_payload,
+    restore,
+    save_full_state,
+    seed_everything,
+)
+from dqn_cli.targets import make_target_updater
+
+__all__ = ["Agent", "TrainingDiverged", "build_agent", "train"]
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +52,7 @@ log = logging.getLogger(__name__)
 EVAL_SEED_OFFSET = 1_000_000
 
 
-class DeviceError(ValueError):
+class DeviceError(UserError):
     """The requested device is not available; ``str()`` is one line."""
 
 
@@ -98,24 +108,8 @@ class TrainResult:
         }
 
 
-class TrainingDiverged(RuntimeError):
-    """The TD loss or Q-values became NaN/inf; ``str()`` is one line."""
-
-
 Reporter = Callable[[Progress], None]
 StopRequested = Callable[[], bool]
-
-
-@dataclass(frozen=True)
-class Agent:
-    """Everything that learns, wired together from the config."""
-
-    online: QNetwork
-    target: QNetwork  # the online net itself with target=none
-    optimizer: Adam
-    learner: DQNLearner
-    target_updater: TargetUpdater
-    buffer: ReplayBuffer
 
 
 def build_agent(
@@ -123,11 +117,19 @@ def build_agent(
 ) -> Agent:
     """The one place where config options become objects: every group option is built here."""
     c = config
-    online = QNetwork(spec, c.model.hidden).to(device)
+    online = build_q_network(c.model._target_, c.model.head, c.model.args, spec).to(device)
     target = copy.deepcopy(online) if c.target.kind != "none" else online
-    optimizer = Adam(list(online.parameters()), lr=c.lr, eps=c.adam_eps)
-    learner = DQNLearner(
-        online, target, optimizer, c.gamma, c.algo.name == "ddqn", c.loss, c.max_grad_norm
+    learner = make_learner(
+        c.learner,
+        online,
+        target,
+        device,
+        gamma=c.gamma,
+        double_q=c.algo.name == "ddqn",
+        loss=c.loss,
+        max_grad_norm=c.max_grad_norm,
+        lr=c.lr,
+        adam_eps=c.adam_eps,
     )
     updater = make_target_updater(c.target.kind, target, online, c.target.period, c.target.tau)
     buffer = make_replay_buffer(
@@ -140,78 +142,14 @@ def build_agent(
         c.buffer.alpha,
         c.buffer.eps,
     )
-    return Agent(online, target, optimizer, learner, updater, buffer)
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-@dataclass
-class LoopState:
-    """The loop's own counters and accumulators: with the agent, RNGs and envs, all a
-    checkpoint needs for an exact continuation."""
-
-    obs: np.ndarray
-    episode_return: np.ndarray
-    episode_length: np.ndarray
-    step: int = 0
-    episodes: int = 0
-    best_eval: float = -math.inf
-    last_eval: float | None = None
-    last_eval_step: int = -1
-    recent_returns: deque[float] = field(default_factory=lambda: deque(maxlen=20))
-
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "obs": torch.from_numpy(np.array(self.obs)),
-            "episode_return": torch.from_numpy(self.episode_return.copy()),
-            "episode_length": torch.from_numpy(self.episode_length.copy()),
-            "episodes": self.episodes,
-            "best_eval": self.best_eval,
-            "last_eval": self.last_eval,
-            "last_eval_step": self.last_eval_step,
-            "recent_returns": list(self.recent_returns),
-        }
-
-    def load_state_dict(self, state: dict[str, Any], step: int, envs_restored: bool) -> None:
-        self.step = step
-        self.episodes = int(state["episodes"])
-        self.best_eval = float(state["best_eval"])
-        self.last_eval = state["last_eval"]
-        self.last_eval_step = int(state["last_eval_step"])
-        self.recent_returns.extend(state["recent_returns"])
-        if envs_restored:  # otherwise the fresh episodes that were just reset stand
-            self.obs = state["obs"].numpy()
-            self.episode_return = state["episode_return"].numpy().copy()
-            self.episode_length = state["episode_length"].numpy().copy()
-
-
-def _rng_state(rng: np.random.Generator) -> dict[str, Any]:
-    legacy: tuple[Any, ...] = np.random.get_state(legacy=True)  # type: ignore[assignment]
-    mt_name, mt_keys, mt_pos, mt_has_gauss, mt_gauss = legacy
-    state = {
-        "generator": rng.bit_generator.state,
-        "python": random.getstate(),
-        "numpy_global": [mt_name, torch.from_numpy(mt_keys.copy()), mt_pos, mt_has_gauss, mt_gauss],
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _restore_rng_state(rng: np.random.Generator, state: dict[str, Any]) -> None:
-    rng.bit_generator.state = state["generator"]
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    name, keys, pos, has_gauss, cached = state["numpy_global"]
-    np.random.set_state((name, keys.numpy(), pos, has_gauss, cached))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    n_step = (
+        NStepAccumulator(
+            c.buffer.n_step, c.gamma, c.num_envs, spec.obs_shape, np.dtype(spec.obs_dtype)
+        )
+        if c.buffer.n_step > 1
+        else None
+    )
+    return Agent(online, target, learner, updater, buffer, n_step)
 
 
 def train(
@@ -244,8 +182,7 @@ def train(
         c.env.id, c.eval.episodes, c.seed + EVAL_SEED_OFFSET, c.eval.epsilon, device
     )
     agent = build_agent(c, spec, device, rng)
-    online, target, optimizer = agent.online, agent.target, agent.optimizer
-    learner, target_updater, buffer = agent.learner, agent.target_updater, agent.buffer
+    online, learner, buffer = agent.online, agent.learner, agent.buffer
     act = greedy_policy(online, device)
     epsilon_at = make_epsilon_schedule(
         c.exploration.schedule, c.exploration.start, c.exploration.end, c.exploration.steps
@@ -253,7 +190,8 @@ def train(
     beta_at = linear_anneal(c.buffer.beta, 1.0, c.total_steps)  # PER only; reaches 1 at the end
     lr_at = linear_anneal(c.lr, 0.0 if c.lr_schedule == "linear" else c.lr, c.total_steps)
     log.info(
-        "replay storage: %d transitions, %.1f MiB preallocated",
+        "learner: %s; replay storage: %d transitions, %.1f MiB preallocated",
+        learner.name,
         buffer.storage.capacity,
         buffer.storage.nbytes / 2**20,
     )
@@ -262,7 +200,7 @@ def train(
     obs, _ = envs.reset(seed=c.seed)
     state = LoopState(obs.copy(), np.zeros(n), np.zeros(n, dtype=np.int64))
     if resume is not None:
-        _restore(resume, agent, envs, state, rng, c)
+        restore(resume, agent, envs, state, rng, c)
         log.info("resumed at env step %d", state.step)
 
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -273,36 +211,19 @@ def train(
     if resume is None:
         _record_hyperparameters(writer, c)
     checkpoints = run_dir / "checkpoints"
+    train_round, log_event = Every(c.train_every), Every(c.log.every)
+    eval_event, checkpoint_event = Every(c.eval.every), Every(c.checkpoint.every)
+    update: UpdateResult | None = None
+    last_eval_result: EvalResult | None = None
+    log_clock, log_clock_step = time.perf_counter(), state.step
 
-    def model_payload(step: int, eval_return: float | None) -> dict[str, Any]:
-        return {
-            "format": CHECKPOINT_FORMAT,
-            "model": online.state_dict(),
-            "config": c.to_dict(),
-            "env_spec": spec.to_dict(),
-            "env_step": step,
-            "eval_return": eval_return,
-        }
-
-    def save_full_state(periodic: bool) -> None:
-        """last.pt: everything an exact continuation needs; periodic ones also kept as copies."""
-        if update is not None:
-            _check_finite(update.loss, update.mean_q, state.step, c, checkpoints)
-        payload = model_payload(state.step, state.last_eval)
-        payload["optimizer"] = optimizer.state_dict()
-        if target is not online:
-            payload["target_model"] = target.state_dict()
-        payload["loop"] = state.state_dict()
-        payload["rng"] = _rng_state(rng)
-        payload["env_snapshots"] = snapshot_envs(envs)
-        if c.checkpoint.save_buffer:
-            payload["replay"] = buffer.state_dict()
-        last = checkpoints / "last.pt"
-        save_checkpoint(payload, last)
-        if periodic and c.checkpoint.keep > 0:
-            keep_periodic_copy(last, checkpoints / f"step_{state.step:09d}.pt", c.checkpoint.keep)
+    def save_state(periodic: bool) -> None:
+        check_finite(online, update, state.step, c, checkpoints)
+        payload = full_payload(agent, c, spec, state, rng, envs)
+        save_full_state(payload, checkpoints, c.checkpoint.keep, periodic)
 
     def evaluate(step: int) -> EvalResult:
+        check_finite(online, update, step, c, checkpoints)
         result = evaluator.run(online)
         writer.add_scalar("eval/return_mean", result.mean, step)
         writer.add_scalar("eval/return_std", result.std, step)
@@ -310,15 +231,84 @@ def train(
         state.last_eval, state.last_eval_step = result.mean, step
         if result.mean > state.best_eval:
             state.best_eval = result.mean
-            save_checkpoint(model_payload(step, result.mean), checkpoints / "best.pt")
+            save_checkpoint(
+                model_payload(online, c, spec, step, result.mean), checkpoints / "best.pt"
+            )
         return result
 
-    update: UpdateResult | None = None
-    last_eval_result: EvalResult | None = None
-    interrupted = False
-    step = state.step
-    log_clock, log_clock_step = time.perf_counter(), step
-    while step < c.total_steps:
+    def store(
+        actions: np.ndarray,
+        rewards: np.ndarray,
+        next_obs: np.ndarray,
+        done: np.ndarray,
+        terminated: np.ndarray,
+        truncated: np.ndarray,
+        info: dict,
+    ) -> None:
+        """Transitions into replay; the TD target needs `terminated` alone, so truncated
+        episodes still bootstrap from their true last observation."""
+        true_next = true_next_obs(next_obs, done, info)
+        if agent.n_step is None:
+            buffer.add(state.obs, actions, rewards, true_next, terminated, c.gamma)
+            return
+        ready = agent.n_step.push(state.obs, actions, rewards, true_next, terminated, truncated)
+        if ready is not None:
+            buffer.add(
+                ready.obs,
+                ready.actions,
+                ready.returns,
+                ready.next_obs,
+                ready.terminated,
+                ready.discounts,
+            )
+
+    def learn(previous_step: int, step: int) -> None:
+        """`train_every` counts env steps, whatever num_envs is."""
+        nonlocal update
+        if step < c.learning_starts or len(buffer) < c.batch_size:
+            return
+        due = train_round.count(previous_step, step) * c.gradient_steps
+        if due and c.lr_schedule != "constant":
+            learner.set_lr(lr_at(step))
+        for _ in range(due):
+            batch = buffer.sample(c.batch_size, beta_at(step))
+            update = learner.update(batch)
+            buffer.update_priorities(batch.slots, update.td_errors)
+            agent.target_updater.after_gradient_step()
+        agent.target_updater.after_env_steps(previous_step, step)
+
+    def write_logs(step: int, epsilon: float) -> None:
+        nonlocal log_clock, log_clock_step
+        now = time.perf_counter()
+        sps = (step - log_clock_step) / max(now - log_clock, 1e-9)
+        log_clock, log_clock_step = now, step
+        writer.add_scalar("charts/epsilon", epsilon, step)
+        writer.add_scalar("charts/steps_per_second", sps, step)
+        if update is not None:
+            check_finite(online, update, step, c, checkpoints)
+            writer.add_scalar("losses/td_loss", update.loss.item(), step)
+            writer.add_scalar("losses/q_values", update.mean_q.item(), step)
+            if c.buffer.kind == "per":
+                writer.add_scalar("replay/beta", beta_at(step), step)
+                weight_mean = update.importance_weight_mean.item()
+                writer.add_scalar("replay/importance_weight_mean", weight_mean, step)
+        if reporter is not None:
+            recent = state.recent_returns
+            reporter(
+                Progress(
+                    step=step,
+                    total_steps=c.total_steps,
+                    steps_per_second=sps,
+                    episodes=state.episodes,
+                    recent_return=float(np.mean(recent)) if recent else math.nan,
+                    epsilon=epsilon,
+                    last_eval_return=state.last_eval,
+                )
+            )
+
+    interrupted = solved = False
+    step = previous_step = state.step
+    while step < c.total_steps and not solved:
         if stop_requested is not None and stop_requested():
             interrupted = True
             break
@@ -327,17 +317,15 @@ def train(
         draws = rng.random(2 * n)  # one call: explore?, then which random action
         explore = draws[:n] < epsilon
         random_actions = (draws[n:] * spec.n_actions).astype(np.int64)
-        if explore.all():
-            actions = random_actions
-        else:
-            actions = np.where(explore, random_actions, act(state.obs))
+        actions = (
+            random_actions if explore.all() else np.where(explore, random_actions, act(state.obs))
+        )
 
-        # Store: the TD target needs `terminated` alone; truncated episodes still bootstrap.
+        # Store, then track the episodes that ended.
         next_obs, rewards, terminated, truncated, info = envs.step(actions)
         done = terminated | truncated
-        buffer.add(state.obs, actions, rewards, true_next_obs(next_obs, done, info), terminated)
+        store(actions, rewards, next_obs, done, terminated, truncated, info)
         np.copyto(state.obs, next_obs)  # next_obs is the vector env's buffer, reused next step
-
         state.episode_return += rewards
         state.episode_length += 1
         previous_step, step = step, step + n
@@ -349,75 +337,31 @@ def train(
             writer.add_scalar("charts/episodic_length", state.episode_length[i], step)
             state.episode_return[i], state.episode_length[i] = 0.0, 0
 
-        # Learn: `train_every` counts env steps, whatever num_envs is.
-        if step >= c.learning_starts and len(buffer) >= c.batch_size:
-            due = (step // c.train_every - previous_step // c.train_every) * c.gradient_steps
-            if due and c.lr_schedule != "constant":
-                optimizer.lr = lr_at(step)
-            for _ in range(due):
-                batch = buffer.sample(c.batch_size, beta_at(step))
-                update = learner.update(batch)
-                buffer.update_priorities(batch.slots, update.td_errors)
-                target_updater.after_gradient_step()
-            target_updater.after_env_steps(previous_step, step)
+        learn(previous_step, step)
 
-        if step // c.log.every > previous_step // c.log.every or step >= c.total_steps:
-            now = time.perf_counter()
-            sps = (step - log_clock_step) / max(now - log_clock, 1e-9)
-            log_clock, log_clock_step = now, step
-            writer.add_scalar("charts/epsilon", epsilon, step)
-            writer.add_scalar("charts/steps_per_second", sps, step)
-            if update is not None:
-                _check_finite(update.loss, update.mean_q, step, c, checkpoints)
-                writer.add_scalar("losses/td_loss", update.loss.item(), step)
-                writer.add_scalar("losses/q_values", update.mean_q.item(), step)
-                if c.buffer.kind == "per":
-                    writer.add_scalar("replay/beta", beta_at(step), step)
-                    writer.add_scalar(
-                        "replay/importance_weight_mean", batch.weights.mean().item(), step
-                    )
-            if reporter is not None:
-                recent = state.recent_returns
-                reporter(
-                    Progress(
-                        step=step,
-                        total_steps=c.total_steps,
-                        steps_per_second=sps,
-                        episodes=state.episodes,
-                        recent_return=float(np.mean(recent)) if recent else math.nan,
-                        epsilon=epsilon,
-                        last_eval_return=state.last_eval,
-                    )
-                )
-        if step // c.eval.every > previous_step // c.eval.every:
+        # Periodic events.
+        if log_event.due(previous_step, step) or step >= c.total_steps:
+            write_logs(step, epsilon)
+        if eval_event.due(previous_step, step):
             last_eval_result = evaluate(step)
-        if step // c.checkpoint.every > previous_step // c.checkpoint.every:
-            save_full_state(periodic=True)
-        solved = (
-            c.eval.stop_at is not None
-            and state.last_eval_step == step
-            and state.last_eval is not None
-            and state.last_eval >= c.eval.stop_at
-        )
-        if solved:
-            log.info(
-                "eval return %.1f reached eval.stop_at at env step %d: stopping",
-                state.last_eval,
-                step,
-            )
-            break
+            solved = c.eval.stop_at is not None and last_eval_result.mean >= c.eval.stop_at
+            if solved:
+                log.info(
+                    "eval return %.1f reached eval.stop_at at env step %d: stopping",
+                    last_eval_result.mean,
+                    step,
+                )
+        if checkpoint_event.due(previous_step, step):
+            save_state(periodic=True)
 
+    final_eval = None
     if interrupted:
-        save_full_state(periodic=False)
-        final_eval = None
+        save_state(periodic=False)
     else:
-        final_eval = (
-            last_eval_result
-            if last_eval_result is not None and state.last_eval_step == step
-            else evaluate(step)
-        )
-        if step // c.checkpoint.every == previous_step // c.checkpoint.every:  # not just saved
-            save_full_state(periodic=False)
+        fresh = last_eval_result is not None and state.last_eval_step == step
+        final_eval = last_eval_result if fresh and last_eval_result else evaluate(step)
+        if not checkpoint_event.due(previous_step, step):  # not just saved
+            save_state(periodic=False)
         writer.add_scalar("eval/final_return_mean", final_eval.mean, step)
     envs.close()
     evaluator.close()
@@ -435,76 +379,6 @@ def train(
     )
     (run_dir / "summary.json").write_text(json.dumps(result.summary(), indent=2) + "\n")
     return result
-
-
-def _restore(
-    payload: dict[str, Any],
-    agent: Agent,
-    envs: SyncVectorEnv,
-    state: LoopState,
-    rng: np.random.Generator,
-    config: TrainConfig,
-) -> None:
-    """Load a full-state checkpoint into freshly built objects."""
-    for key in ("optimizer", "loop", "rng"):
-        if key not in payload:
-            raise CheckpointError(
-                f"checkpoint has no {key!r}: it holds weights only (best.pt?) and cannot be resumed"
-            )
-    agent.online.load_state_dict(payload["model"])
-    if agent.target is not agent.online:
-        agent.target.load_state_dict(payload["target_model"])
-    try:
-        agent.optimizer.load_state_dict(payload["optimizer"])
-    except ValueError as exc:
-        raise CheckpointError(
-            f"cannot resume: {exc}; it was written by another dqn-cli version, start a new run"
-        ) from exc
-    if "replay" in payload:
-        agent.buffer.load_state_dict(payload["replay"])
-    else:
-        log.warning(
-            "checkpoint holds no replay buffer (checkpoint.save_buffer=false): "
-            "refilling it from scratch"
-        )
-    _restore_rng_state(rng, payload["rng"])
-    snapshots = payload.get("env_snapshots")
-    if snapshots is not None:
-        try:
-            restore_envs(envs, snapshots, config.env.id)
-        except (pickle.UnpicklingError, ValueError) as exc:
-            raise CheckpointError(f"checkpoint env state was refused: {exc}") from exc
-    else:
-        # No faithful env snapshot (e.g. Box2D): new episodes, seeded by where we stopped.
-        obs, _ = envs.reset(seed=config.seed + int(payload["env_step"]))
-        state.obs = obs.copy()
-        log.warning("env state could not be saved for %s: episodes restart", config.env.id)
-    state.load_state_dict(payload["loop"], int(payload["env_step"]), snapshots is not None)
-
-
-def keep_periodic_copy(last: Path, copy_path: Path, keep: int) -> None:
-    """Keep ``last`` also as ``copy_path`` (a hard link: no second write) and prune to ``keep``."""
-    copy_path.unlink(missing_ok=True)
-    try:
-        os.link(last, copy_path)
-    except OSError:
-        shutil.copy2(last, copy_path)
-    periodic = sorted(last.parent.glob("step_*.pt"))
-    for old in periodic[:-keep]:
-        old.unlink(missing_ok=True)
-
-
-def _check_finite(
-    loss: torch.Tensor, mean_q: torch.Tensor, step: int, config: TrainConfig, checkpoints: Path
-) -> None:
-    if bool(torch.isfinite(loss)) and bool(torch.isfinite(mean_q)):
-        return
-    raise TrainingDiverged(
-        f"training diverged at env step {step}: the TD loss or Q-values are not finite. "
-        f"The last good checkpoint is kept in {checkpoints}. Likely causes: a learning rate too "
-        f"high (lr={config.lr}), rewards on a large scale, or no gradient clipping "
-        f"(max_grad_norm={config.max_grad_norm})"
-    )
 
 
 def _record_hyperparameters(writer: SummaryWriter, config: TrainConfig) -> None:

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import datetime
+import importlib.util
+import re
+from pathlib import Path
+
 import pytest
 
-from bench import buffers, profile_step, update_cost
-from bench.common import train_config
+from bench import buffers, profile_step, results, update_cost
+from bench.common import PACKAGES, cpu_model, package_version, train_config
 from bench.scenarios import SCENARIOS
 
 
@@ -46,16 +51,16 @@ def test_profile_prints_phases_and_restores_the_library(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     from dqn_cli.buffers import ReplayBuffer
-    from dqn_cli.learner import DQNLearner
+    from dqn_cli.fast_learner import ExplicitGradientLearner
 
-    originals = (ReplayBuffer.add, ReplayBuffer.sample, DQNLearner.update)
+    originals = (ReplayBuffer.add, ReplayBuffer.sample, ExplicitGradientLearner.update)
     tiny = ["learning_starts=100", "batch_size=32", "model.hidden=[16]", "eval.episodes=1"]
     assert profile_step.main(["--scenario", "preset", "--steps", "600", *tiny]) == 0
     out = capsys.readouterr().out
     for phase in ("| env ", "| acting ", "| store ", "| sample ", "| update ", "| total train()"):
         assert phase in out
     assert "NOT hooked" not in out
-    assert (ReplayBuffer.add, ReplayBuffer.sample, DQNLearner.update) == originals
+    assert (ReplayBuffer.add, ReplayBuffer.sample, ExplicitGradientLearner.update) == originals
 
 
 @pytest.mark.parametrize("name", sorted(SCENARIOS))
@@ -77,7 +82,85 @@ def test_scenario_overrides_mean_what_the_peer_gets(name: str) -> None:
     assert (config.exploration.start, config.exploration.schedule) == (1.0, "linear")
     assert config.exploration.end == peer["eps_end"]
     assert config.exploration.steps == peer["eps_steps"]
-    assert list(config.model.hidden) == peer["hidden"]
+    assert list(tuple(config.model.args["hidden"])) == peer["hidden"]
     assert config.loss == peer["loss"] and config.max_grad_norm == peer["max_grad_norm"]
     assert (config.torch_threads, config.num_envs, config.device) == (1, 1, "cpu")
     assert config.eval.every == config.total_steps  # one evaluation, at the end
+
+
+def fake_benchmark(name: str, code: str) -> results.Benchmark:
+    """A benchmark whose command is a few lines of python: no real benchmark runs."""
+    return results.Benchmark(name, f"what {name} measures", ("-c", code), ("-c", code + "  # q"))
+
+
+def test_results_runner_writes_header_and_a_section_per_benchmark(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    table = "print('# fake header'); print(); print('| a | b |'); print('|---|---|'); "
+    fakes = [
+        fake_benchmark("fake.first", table + "print('| 1 | 2 |'); print('# verdict: yes')"),
+        fake_benchmark("fake.second", "print('| x |'); print('|---|'); print('| 9 |')"),
+    ]
+    out = tmp_path / "docs" / "results.md"
+    assert results.run_all(fakes, out) == 0
+    text = out.read_text()
+
+    # Streamed to the terminal as the benchmarks run.
+    assert "| 1 | 2 |" in capsys.readouterr().out
+    # The header: machine, versions, date, commit.
+    header = text.split("\n## ", 1)[0]
+    assert header.startswith("# Benchmark results\n")
+    assert cpu_model() in header and "cores" in header and "load average" in header
+    for package in PACKAGES:
+        assert f"{package} {package_version(package)}" in header
+    assert datetime.date.today().isoformat() in header
+    assert re.search(r"commit: `([0-9a-f]{4,}(\+dirty)?|unknown)`", header)
+    # One section per benchmark, in order, with its command and its table kept as Markdown.
+    assert text.index("## fake.first") < text.index("## fake.second")
+    first = text.split("## fake.first", 1)[1].split("## fake.second", 1)[0]
+    assert "`python -c" in first and "ok): what fake.first measures." in first
+    assert "| a | b |\n|---|---|\n| 1 | 2 |\n" in first
+    assert "```text\n# verdict: yes\n```" in first
+    assert "| x |\n|---|\n| 9 |" in text.split("## fake.second", 1)[1]
+
+
+def test_results_runner_records_a_failure_and_goes_on(tmp_path: Path) -> None:
+    fakes = [
+        fake_benchmark("fake.broken", "import sys; print('| partial |'); sys.exit('it broke')"),
+        fake_benchmark("fake.fine", "print('| fine |')"),
+    ]
+    out = tmp_path / "quick.md"
+    assert results.run_all(fakes, out, quick=True) == 1
+    text = out.read_text()
+    assert text.startswith("# Benchmark results, quick run\n")
+    broken = text.split("## fake.broken", 1)[1].split("## fake.fine", 1)[0]
+    assert "FAILED, exit code 1" in broken and "it broke" in broken
+    assert "# q" in broken  # the quick command ran
+    assert "| fine |" in text.split("## fake.fine", 1)[1]
+
+
+def test_results_runner_lists_real_benchmark_modules() -> None:
+    assert len({b.name for b in results.BENCHMARKS}) == len(results.BENCHMARKS)
+    for benchmark in results.BENCHMARKS:
+        for quick in (False, True):
+            args = benchmark.args(quick)
+            assert args[0] == "-m" and args[1] == benchmark.name
+            assert importlib.util.find_spec(args[1]) is not None, args[1]
+
+
+def test_commit_is_marked_dirty_unless_only_ignored_paths_changed(tmp_path: Path) -> None:
+    import subprocess
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "a.txt").write_text("a")
+    git("add", "a.txt")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "a")
+    clean = results.git_commit(tmp_path)
+    assert re.fullmatch(r"[0-9a-f]{4,}", clean)
+    (tmp_path / "out.md").write_text("results")
+    assert results.git_commit(tmp_path, ignore=[tmp_path / "out.md"]) == clean
+    assert results.git_commit(tmp_path) == clean + "+dirty"
+    assert results.git_commit(tmp_path / "not-a-repo-dir") == "unknown"

@@ -14,7 +14,7 @@ from dqn_cli.buffers.sum_tree import SumTree
 def fill(buffer, n, start=0):
     ids = np.arange(start, start + n, dtype=np.float32)
     obs = np.stack([ids, ids], axis=1)
-    buffer.add(obs, np.zeros(n, dtype=np.int64), ids, obs + 0.5, np.zeros(n, dtype=bool))
+    buffer.add(obs, np.zeros(n, dtype=np.int64), ids, obs + 0.5, np.zeros(n, dtype=bool), 0.99)
 
 
 def test_storage_is_circular_and_keeps_dtypes():
@@ -28,11 +28,13 @@ def test_storage_is_circular_and_keeps_dtypes():
             ids.astype(np.float32),
             np.stack([ids, ids], 1),
             np.zeros(3),
+            0.5 ** (ids % 3 + 1),  # n-step discounts differ per transition
         )
     assert storage.size == 5
     # 9 transitions into 5 slots: the newest five (4..8) remain, 8 was written last.
     assert sorted(storage.rewards.tolist()) == [4, 5, 6, 7, 8]
     assert storage.rewards[storage.newest(2)].tolist() == [7, 8]
+    assert storage.discounts[storage.newest(2)].tolist() == [0.5 ** (7 % 3 + 1), 0.5 ** (8 % 3 + 1)]
 
 
 def test_sum_tree_totals_and_prefix_search():

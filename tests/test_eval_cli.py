@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_SWEEP_JOB as FAST
 
 from dqn_cli.cli.evaluate import main
 from dqn_cli.training import EVAL_SEED_OFFSET
+from tests.helpers import TINY_RUN_ARGS
 
 KEYS = {
     "checkpoint",
@@ -38,7 +38,7 @@ def sweep(tmp_path_factory, run_command):
     root = tmp_path_factory.mktemp("trained")
     sweep_dir = root / "multirun"
     done = run_command(
-        "dqn-train", "-m", "seed=0,1", *FAST, f"hydra.sweep.dir={sweep_dir}", cwd=root
+        "dqn-train", "-m", "seed=0,1", *TINY_RUN_ARGS, f"hydra.sweep.dir={sweep_dir}", cwd=root
     )
     assert done.returncode == 0, done.stderr
     return sweep_dir

@@ -2,7 +2,16 @@ import numpy as np
 import pytest
 import torch
 
-from dqn_cli.networks import EnvSpec, HostQFunction, QNetwork, greedy_policy
+from dqn_cli.env_spec import EnvSpec
+from dqn_cli.fast_learner import backward, forward_keeping_activations
+from dqn_cli.networks import (
+    DuelingHead,
+    HostQFunction,
+    ModelError,
+    build_q_network,
+    greedy_policy,
+    plain_mlp,
+)
 from dqn_cli.optim import Adam
 
 SPECS = [
@@ -12,10 +21,14 @@ SPECS = [
 ]
 
 
+def mlp(spec, hidden, head="linear"):
+    torch.manual_seed(0)
+    return build_q_network("dqn_cli.networks.MLP", head, {"hidden": list(hidden)}, spec)
+
+
 @pytest.mark.parametrize(("spec", "sample"), SPECS)
 def test_numpy_acting_matches_the_torch_network(spec, sample):
-    torch.manual_seed(0)
-    net = QNetwork(spec, (32, 16))
+    net = mlp(spec, (32, 16))
     obs = sample(np.random.default_rng(0))
     with torch.no_grad():
         expected = net(torch.as_tensor(obs)).numpy()
@@ -25,15 +38,24 @@ def test_numpy_acting_matches_the_torch_network(spec, sample):
     )
 
 
+def test_uint8_observations_are_scaled_once_for_every_model():
+    spec = EnvSpec((4, 12, 12), "uint8", 3)
+    net = build_q_network("dqn_cli.networks.MinAtarCNN", "linear", {}, spec)
+    frames = torch.full((2, 4, 12, 12), 255, dtype=torch.uint8)
+    assert net.encode(frames).max().item() == 1.0
+    with torch.no_grad():
+        torch.testing.assert_close(net(frames), net.net(torch.ones(2, 4, 12, 12)))
+
+
 def test_numpy_acting_sees_every_update_without_copying():
-    torch.manual_seed(0)
-    net = QNetwork(SPECS[0][0], (8,))
+    net = mlp(SPECS[0][0], (8,))
     host = HostQFunction(net)
     obs = np.ones((1, 4), dtype=np.float32)
     before = host(obs).copy()
+    net.requires_grad_(False)
     optimizer = Adam(list(net.parameters()), lr=0.1)
-    q, activations = net.forward_keeping_activations(torch.as_tensor(obs))
-    net.backward(activations, torch.ones_like(q), optimizer.grads)
+    q, activations = forward_keeping_activations(plain_mlp(net), torch.as_tensor(obs))
+    backward(plain_mlp(net), activations, torch.ones_like(q), optimizer.grads)
     optimizer.step()
     net.load_state_dict({k: v + 1 for k, v in net.state_dict().items()})
     with torch.no_grad():
@@ -44,22 +66,82 @@ def test_numpy_acting_sees_every_update_without_copying():
 
 @pytest.mark.parametrize(("spec", "sample"), SPECS)
 @pytest.mark.parametrize("hidden", [(), (16,), (32, 16)])
-def test_backward_matches_autograd(spec, sample, hidden):
-    torch.manual_seed(0)
-    net = QNetwork(spec, hidden)
+def test_explicit_backward_matches_autograd(spec, sample, hidden):
+    net = mlp(spec, hidden)
     obs = torch.as_tensor(sample(np.random.default_rng(1)))
     grad_q = torch.randn(len(obs), spec.n_actions)
-    q, activations = net.forward_keeping_activations(obs)
+    net.requires_grad_(False)
+    q, activations = forward_keeping_activations(plain_mlp(net), net.encode(obs))
     grads = [torch.full_like(p, float("nan")) for p in net.parameters()]  # all must be written
-    net.backward(activations, grad_q, grads)
+    backward(plain_mlp(net), activations, grad_q, grads)
 
-    params = [p.detach().clone().requires_grad_(True) for p in net.parameters()]
-    x = net.inputs(obs)
-    for i in range(0, len(params), 2):
-        x = torch.nn.functional.linear(x, params[i], params[i + 1])
-        if i + 2 < len(params):
-            x = torch.relu(x)
-    torch.testing.assert_close(q, x.detach())
-    (x * grad_q).sum().backward()
-    for ours, reference in zip(grads, params, strict=True):
-        torch.testing.assert_close(ours, reference.grad)
+    net.requires_grad_(True)
+    reference = net(obs)
+    torch.testing.assert_close(q, reference.detach())
+    (reference * grad_q).sum().backward()
+    for ours, param in zip(grads, net.parameters(), strict=True):
+        torch.testing.assert_close(ours, param.grad)
+
+
+def test_dueling_head_subtracts_the_mean_advantage():
+    head = DuelingHead(3, 4)
+    features = torch.randn(5, 3)
+    with torch.no_grad():
+        q = head(features)
+        value, advantage = head.value(features), head.advantage(features)
+    torch.testing.assert_close(q.mean(dim=1, keepdim=True), value)
+    torch.testing.assert_close(q - q.mean(dim=1, keepdim=True), advantage - advantage.mean(1, True))
+
+
+@pytest.mark.parametrize(
+    ("target", "spec"),
+    [
+        ("dqn_cli.networks.MLP", EnvSpec((4,), "float32", 2)),
+        ("dqn_cli.networks.NatureCNN", EnvSpec((4, 84, 84), "uint8", 6)),
+        ("dqn_cli.networks.MinAtarCNN", EnvSpec((4, 10, 10), "uint8", 3)),
+    ],
+)
+@pytest.mark.parametrize("head", ["linear", "dueling"])
+def test_every_body_takes_every_head(target, spec, head):
+    net = build_q_network(target, head, {}, spec)
+    batch = torch.zeros(2, *spec.obs_shape, dtype=getattr(torch, spec.obs_dtype))
+    assert net(batch).shape == (2, spec.n_actions)
+    assert (plain_mlp(net) is not None) == (target.endswith("MLP") and head == "linear")
+
+
+def test_nature_cnn_is_the_published_architecture():
+    net = build_q_network(
+        "dqn_cli.networks.NatureCNN", "linear", {}, EnvSpec((4, 84, 84), "uint8", 6)
+    )
+    convs = [m for m in net.net.torso if isinstance(m, torch.nn.Conv2d)]
+    assert [(c.out_channels, c.kernel_size[0], c.stride[0]) for c in convs] == [
+        (32, 8, 4),
+        (64, 4, 2),
+        (64, 3, 1),
+    ]
+    assert net.net.head[0].in_features == 3136 and net.net.head[0].out_features == 512
+
+
+@pytest.mark.parametrize(
+    ("target", "head", "kwargs", "message"),
+    [
+        ("no_such_module.Net", "linear", {}, "cannot import module 'no_such_module'"),
+        ("dqn_cli.networks.NoSuchNet", "linear", {}, "has no class 'NoSuchNet'"),
+        ("dqn_cli.networks.MLP", "linear", {"widths": [3]}, "model.widths: not an argument of"),
+        ("dqn_cli.networks.MLP", "linear", {"hidden": [8, 0]}, "model.hidden[1]: must be"),
+        ("dqn_cli.networks.NatureCNN", "linear", {}, "needs image observations"),
+    ],
+)
+def test_model_errors_are_one_line(target, head, kwargs, message):
+    with pytest.raises(ModelError) as info:
+        build_q_network(target, head, kwargs, EnvSpec((4,), "float32", 2))
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_user_model_gets_shape_dtype_actions_and_its_own_keys(monkeypatch):
+    monkeypatch.syspath_prepend(str(__import__("pathlib").Path(__file__).parent / "user_models"))
+    spec = EnvSpec((4,), "float32", 2)
+    net = build_q_network("tiny_qnet.TinyQNet", "linear", {"width": 7}, spec)
+    assert net.net.body[1].out_features == 7
+    with pytest.raises(ModelError, match="takes no head argument"):
+        build_q_network("tiny_qnet.TinyQNet", "dueling", {}, spec)

@@ -12,7 +12,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 import dqn_cli.checkpoint as checkpoint_module
 from dqn_cli.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from dqn_cli.training import TrainingDiverged, train
-from tests.conftest import dqn_train_command
+from tests.helpers import installed_command
 
 CURVES = ("charts/episodic_return", "losses/td_loss", "eval/return_mean", "charts/epsilon")
 
@@ -56,6 +56,10 @@ class StopAt:
         {},
         {"buffer": {"kind": "per"}, "num_envs": 3, "algo": {"name": "ddqn"}},
         {"target": {"kind": "soft"}, "exploration": {"schedule": "exponential"}},
+        # n-step sums cut mid-way by the stop, across vector envs, with prioritized replay
+        {"buffer": {"kind": "per", "n_step": 3}, "num_envs": 2},
+        # the autograd learner: torch.optim.Adam's state goes through the checkpoint
+        {"model": {"head": "dueling"}, "learner": "autograd", "buffer": {"n_step": 2}},
     ],
 )
 def test_stop_and_resume_matches_an_uninterrupted_run(tmp_path, tiny_config, override):
@@ -172,7 +176,7 @@ SIGNAL_RUN = [
 def uninterrupted(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("uninterrupted")
     done = subprocess.run(
-        [dqn_train_command(), *SIGNAL_RUN, f"hydra.run.dir={run_dir}"],
+        [installed_command("dqn-train"), *SIGNAL_RUN, f"hydra.run.dir={run_dir}"],
         capture_output=True,
         text=True,
         timeout=300,
@@ -183,7 +187,7 @@ def uninterrupted(tmp_path_factory):
 
 def start_and_wait_for(run_dir, checkpoint_name):
     process = subprocess.Popen(
-        [dqn_train_command(), *SIGNAL_RUN, f"hydra.run.dir={run_dir}"],
+        [installed_command("dqn-train"), *SIGNAL_RUN, f"hydra.run.dir={run_dir}"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -7,7 +7,8 @@ import json
 import math
 
 import pytest
-from conftest import TINY_SWEEP_JOB as TINY
+
+from tests.helpers import TINY_RUN_ARGS
 
 # optuna 2.x warns on import that its storage code is not SQLAlchemy 2 ready: hence the pin.
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:optuna.*")
@@ -44,7 +45,7 @@ def submitit_sweep(tmp_path_factory, run_command):
         "hydra/launcher=slurm_local",
         "gamma=0.9,3",
         f"hydra.sweep.dir={sweep}",
-        *TINY,
+        *TINY_RUN_ARGS,
         cwd=root,
         timeout=400,
     )
@@ -63,7 +64,7 @@ def optuna_sweep(tmp_path_factory, run_command):
         "hydra.sweeper.n_trials=3",
         "gamma=choice(0.9,3)",
         f"hydra.sweep.dir={sweep}",
-        *TINY,
+        *TINY_RUN_ARGS,
         cwd=root,
         timeout=400,
     )
@@ -154,7 +155,7 @@ def test_optuna_search_resumes_from_its_sqlite_study(optuna_sweep, run_command):
         "gamma=0.9",
         f"hydra.sweep.dir={sweep}",
         "hydra.sweep.subdir=resume1-${hydra.job.num}",
-        *TINY,
+        *TINY_RUN_ARGS,
         cwd=root,
         timeout=300,
     )

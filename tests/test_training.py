@@ -7,8 +7,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 import dqn_cli.training as training
 from dqn_cli.config import parse_train_config
+from dqn_cli.env_spec import EnvSpec
 from dqn_cli.envs import make_vector_env
-from dqn_cli.networks import EnvSpec
 from dqn_cli.training import build_agent, train
 
 
@@ -158,3 +158,42 @@ def test_training_stops_once_an_evaluation_reaches_stop_at(tmp_path, tiny_config
         tiny_config(total_steps=2000, eval={"every": 1000, "stop_at": 1e9}), tmp_path / "never"
     )
     assert never.total_steps == 2000 and not never.stopped_early
+
+
+@pytest.mark.parametrize(
+    ("override", "learner"),
+    [
+        ({}, "fast"),
+        ({"learner": "autograd"}, "autograd"),
+        ({"model": {"head": "dueling"}}, "autograd"),
+        ({"buffer": {"n_step": 3}}, "fast"),
+    ],
+)
+def test_models_learners_and_n_step_train_end_to_end(tmp_path, tiny_config, override, learner):
+    config = tiny_config(**override)
+    spec = EnvSpec((4,), "float32", 2)
+    agent = build_agent(config, spec, torch.device("cpu"), np.random.default_rng(0))
+    assert agent.learner.name == learner
+    result = train(config, tmp_path)
+    assert result.final_eval is not None and result.total_steps == config.total_steps
+    assert scalars(tmp_path, "losses/td_loss")
+
+
+def test_n_step_transitions_reach_replay_with_their_discounts(tmp_path, tiny_config, monkeypatch):
+    buffers = []
+    build = training.build_agent
+
+    def spy(*args, **kwargs):
+        agent = build(*args, **kwargs)
+        buffers.append(agent.buffer)
+        return agent
+
+    monkeypatch.setattr(training, "build_agent", spy)
+    train(tiny_config(total_steps=600, buffer={"n_step": 3}, gamma=0.9), tmp_path)
+    storage = buffers[0].storage
+    discounts = storage.discounts[: storage.size].astype(np.float64)
+    # Mostly full 3-step sums; episode ends leave 1- and 2-step tails.
+    np.testing.assert_allclose(np.unique(discounts.round(5)), [0.729, 0.81, 0.9], rtol=1e-5)
+    full = np.isclose(discounts, 0.729)
+    # CartPole pays 1 per step: a full 3-step return is 1 + 0.9 + 0.81.
+    np.testing.assert_allclose(storage.rewards[: storage.size][full], 2.71, rtol=1e-6)

@@ -19,6 +19,7 @@ class Batch:
     rewards: torch.Tensor
     next_obs: torch.Tensor
     terminated: torch.Tensor  # 1.0 where the episode truly ended: no bootstrap
+    discounts: torch.Tensor  # gamma^k: the bootstrap's discount after k summed rewards
     weights: torch.Tensor  # importance weights (1 unless prioritized)
     slots: np.ndarray  # where the batch came from, for priority updates
 
@@ -46,8 +47,10 @@ class ReplayBuffer:
         rewards: np.ndarray,
         next_obs: np.ndarray,
         terminated: np.ndarray,
+        discounts: np.ndarray | float,
     ) -> None:
-        slots = self.storage.add(obs, actions, rewards, next_obs, terminated)
+        """Store transitions; ``discounts`` is gamma^k per transition (a scalar for all)."""
+        slots = self.storage.add(obs, actions, rewards, next_obs, terminated, discounts)
         self.sampler.on_add(slots)
 
     def sample(self, batch_size: int, beta: float = 1.0) -> Batch:
@@ -66,6 +69,7 @@ class ReplayBuffer:
             rewards=tensor(s.rewards[slots]),
             next_obs=tensor(s.next_obs[slots]),
             terminated=tensor(s.terminated[slots]),
+            discounts=tensor(s.discounts[slots]),
             weights=tensor(weights),
             slots=slots,
         )

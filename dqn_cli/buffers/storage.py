@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import torch
 
-_ARRAYS = ("obs", "next_obs", "actions", "rewards", "terminated")
+_ARRAYS = ("obs", "next_obs", "actions", "rewards", "terminated", "discounts")
 
 
 class TransitionStorage:
@@ -27,6 +27,8 @@ class TransitionStorage:
         self.actions = np.zeros(capacity, dtype=np.int64)
         self.rewards = np.zeros(capacity, dtype=np.float32)
         self.terminated = np.zeros(capacity, dtype=np.float32)
+        # gamma^k for a transition summing k rewards (n-step returns; gamma when n = 1)
+        self.discounts = np.zeros(capacity, dtype=np.float32)
         self.cursor = 0  # next slot to write
         self.size = 0
 
@@ -56,6 +58,7 @@ class TransitionStorage:
         rewards: np.ndarray,
         next_obs: np.ndarray,
         terminated: np.ndarray,
+        discounts: np.ndarray | float,
     ) -> slice | np.ndarray:
         """Write a batch of transitions (leading axis = transition); return the slots written."""
         n = len(actions)
@@ -71,6 +74,7 @@ class TransitionStorage:
         self.actions[slots] = actions
         self.rewards[slots] = rewards
         self.terminated[slots] = terminated
+        self.discounts[slots] = discounts
         self.cursor = end % self.capacity
         self.size = min(self.size + n, self.capacity)
         return slots

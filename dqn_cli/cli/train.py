@@ -2,7 +2,8 @@
 
 Before Hydra creates a run dir, a single run's overrides are composed and checked once
 (:func:`preflight`): a typo, a bad value, an unknown env or a broken ``resume=`` target is one
-line on stderr and exit code 2, and no empty run dir is left behind.
+line on stderr and exit code 2, and no empty run dir is left behind. ``--help`` and config
+errors return before torch, gymnasium or rich are imported.
 """
 
 from __future__ import annotations
@@ -10,52 +11,26 @@ from __future__ import annotations
 import json
 import logging
 import math
-import re
 import signal
 import sys
-from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING
 
-import hydra
-from hydra import compose, initialize_config_module
-from hydra.core.hydra_config import HydraConfig
-from hydra.errors import HydraException, MissingConfigException
-from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from rich.table import Table
+from dqn_cli.config import ConfigError, config_keys, parse_run_options, section_help, suggest_key
+from dqn_cli.errors import UserError
 
-from dqn_cli.checkpoint import (
-    CHECKPOINT_FORMAT,
-    CheckpointError,
-    load_checkpoint,
-    newest_checkpoint,
-)
-from dqn_cli.config import ConfigError, TrainConfig, parse_train_config
-from dqn_cli.envs import EnvError, env_spec, make_env
-from dqn_cli.training import (
-    DeviceError,
-    TrainingDiverged,
-    TrainResult,
-    resolve_device,
-    train,
-)
-from dqn_cli.training import Progress as TrainProgress
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
+
+    from dqn_cli.run_planning import ResumePlan
 
 log = logging.getLogger("dqn_cli")
 
-# Errors the user can fix from the command line: one line, exit code 2, no traceback.
-USER_ERRORS = (ConfigError, EnvError, DeviceError, CheckpointError)
-# Hydra flags after which no single run is composed here (sweeps, help, introspection).
+# Hydra flags after which no single run is composed here (sweeps, introspection).
 _NO_PREFLIGHT = {
     "-m",
     "--multirun",
-    "-h",
-    "--help",
     "--hydra-help",
     "-c",
     "--cfg",
@@ -74,236 +49,57 @@ _NO_PREFLIGHT = {
     "--config-dir",
     "--experimental-rerun",
 }
-# The only override allowed next to resume=: extending (or shortening) the run.
-_RESUME_OVERRIDABLE = {"total_steps"}
-
-
-@dataclass(frozen=True)
-class ResumePlan:
-    run_dir: Path
-    checkpoint: Path
-    payload: dict[str, Any]
-    config: TrainConfig
-
-
-_resume_plan: ResumePlan | None = None  # set by preflight, read by the task function
 
 
 # ---------------------------------------------------------------------------------------------
 # Preflight: everything that can be checked before a run dir exists
 
 
-def preflight(args: list[str]) -> list[str]:
-    """Validate a single run's overrides; return extra Hydra overrides to append (resume)."""
-    global _resume_plan
-    if any(arg.split("=")[0] in _NO_PREFLIGHT for arg in args):
-        if any(arg.startswith("resume=") for arg in args) and (
-            "-m" in args or "--multirun" in args
-        ):
-            raise ConfigError("resume", "cannot be combined with -m/--multirun; resume one run")
-        return []
-    overrides = [a for a in args if not a.startswith("-")]
-    resume = [a.split("=", 1)[1] for a in overrides if a.split("=", 1)[0] == "resume"]
-    if resume and resume[0] not in ("", "null"):
-        _resume_plan = plan_resume(Path(resume[0]), overrides)
-        run_dir = str(_resume_plan.run_dir).replace("'", "\\'")
-        # Continue in the run's own dir; keep its original .hydra/ untouched.
-        return [f"hydra.run.dir='{run_dir}'", "hydra.output_subdir=.hydra/resumed"]
-    cfg = compose_config([a for a in overrides if not a.startswith(("hydra.", "hydra/"))])
-    raw: Any = OmegaConf.to_container(cfg, resolve=True)
-    raw.pop("resume", None)
-    config = parse_train_config(raw)
-    resolve_device(config.device)
-    env = make_env(config.env.id)
-    try:
-        env_spec(env.observation_space, env.action_space, config.env.id)
-    finally:
-        env.close()
-    return []
-
-
-def compose_config(overrides: list[str]) -> DictConfig:
-    """Compose like dqn-train does, turning Hydra's multi-line errors into one line."""
-    try:
-        with initialize_config_module(config_module="dqn_cli.conf", version_base="1.3"):
-            return compose(config_name="config", overrides=overrides)
-    except MissingConfigException as exc:
-        found = re.search(r"Could not find '([\w/]+)/([^']*)'", str(exc))
-        options = re.findall(r"^\t(\S+)$", str(exc), flags=re.MULTILINE)
-        if found and options:
-            group, option = found.groups()
-            raise ConfigError(
-                group, f"unknown option {option!r}; valid: {', '.join(options)}"
-            ) from None
-        raise ConfigError("config", _one_line(exc)) from None
-    except (HydraException, OmegaConfBaseException) as exc:
-        raise ConfigError("override", _one_line(exc)) from None
-
-
-def _one_line(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return "; ".join(line for line in lines if not line.startswith(("See https", "Config search")))
-
-
-def plan_resume(run_dir: Path, overrides: list[str]) -> ResumePlan:
-    extra = [
-        o
-        for o in overrides
-        if o.split("=", 1)[0].lstrip("+~") not in ({"resume"} | _RESUME_OVERRIDABLE)
-        and not o.startswith(("hydra.", "hydra/"))
-    ]
-    if extra:
-        raise ConfigError(
-            "resume",
-            f"only total_steps=N may be given with resume= (the run keeps its saved config); "
-            f"remove: {' '.join(extra)}",
-        )
-    run_dir = run_dir.expanduser().resolve()
-    if not run_dir.is_dir():
-        raise ConfigError("resume", f"{run_dir} is not a directory")
-    checkpoint = newest_checkpoint(run_dir / "checkpoints")
-    if checkpoint is None:
-        raise ConfigError(
-            "resume", f"no checkpoint in {run_dir / 'checkpoints'}; nothing to resume"
-        )
-    payload = load_checkpoint(checkpoint)
-    if payload.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(
-            f"cannot resume from {checkpoint}: it has checkpoint format "
-            f"{payload.get('format')!r}, this dqn-cli resumes format {CHECKPOINT_FORMAT} only; "
-            "evaluate it with dqn-eval or start a new run"
-        )
-    config = parse_train_config(payload["config"])
+def check_override_keys(overrides: list[str]) -> None:
+    """Refuse an override of a key that does not exist, before Hydra suggests ``+key=...``."""
+    known = {k.name for k in config_keys()} | set(section_help()) | {"resume"}
     for override in overrides:
-        key, _, value = override.partition("=")
-        if key == "total_steps":
-            if not value.isdigit():
-                raise ConfigError("total_steps", f"expected an integer, got {value!r}")
-            config = replace(config, total_steps=int(value))
-    step = int(payload["env_step"])
-    if config.total_steps <= step:
-        raise ConfigError(
-            "total_steps",
-            f"the run already has {step} env steps; give total_steps > {step} to continue it",
-        )
-    resolve_device(config.device)
-    return ResumePlan(run_dir, checkpoint, payload, config)
-
-
-# ---------------------------------------------------------------------------------------------
-# Progress display
-
-
-class TerminalReporter:
-    """A rich progress bar; log records are printed above it instead of through it."""
-
-    def __init__(self, total_steps: int, start_step: int, console: Console) -> None:
-        self.progress = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            TextColumn("{task.completed:>9,.0f}/{task.total:,.0f} steps"),
-            TextColumn("{task.fields[sps]:>6,.0f} steps/s"),
-            TextColumn("return {task.fields[ret]:>7}"),
-            TextColumn("eval {task.fields[eval]:>7}"),
-            TextColumn("eps {task.fields[eps]:.3f}"),
-            TimeElapsedColumn(),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
-            console=console,
-        )
-        self.task = self.progress.add_task(
-            "training",
-            total=total_steps,
-            completed=start_step,
-            sps=0.0,
-            ret="-",
-            eval="-",
-            eps=1.0,
-        )
-
-    def __call__(self, p: TrainProgress) -> None:
-        self.progress.update(
-            self.task,
-            completed=p.step,
-            sps=p.steps_per_second,
-            ret=_fmt(p.recent_return),
-            eval=_fmt(p.last_eval_return),
-            eps=p.epsilon,
-        )
-
-
-class LineReporter:
-    """Plain periodic log lines for CI and cluster logs: about every 10% of the run."""
-
-    def __init__(self, total_steps: int) -> None:
-        self.every = max(total_steps // 10, 1)
-        self.next_line = self.every
-
-    def __call__(self, p: TrainProgress) -> None:
-        if p.step >= self.next_line or p.step >= p.total_steps:
-            self.next_line = (p.step // self.every + 1) * self.every
-            log.info(
-                "step %d/%d  %.0f steps/s  episodes %d  return(last 20) %s  eval %s  epsilon %.3f",
-                p.step,
-                p.total_steps,
-                p.steps_per_second,
-                p.episodes,
-                _fmt(p.recent_return),
-                _fmt(p.last_eval_return),
-                p.epsilon,
+        name = override.split("=", 1)[0]
+        # model.* beyond _target_ and head are the model's own arguments, checked against its
+        # constructor when it is built.
+        if name.startswith(("+", "~", "hydra.", "hydra/", "model.")) or "=" not in override:
+            continue
+        if name not in known:
+            raise ConfigError(
+                name, f"unknown key{suggest_key(name)} (dqn-train --help lists every key)"
             )
 
 
-def _fmt(value: float | None) -> str:
-    return "-" if value is None or math.isnan(value) else f"{value:.1f}"
+def preflight(args: list[str]) -> tuple[list[str], ResumePlan | None]:
+    """Validate a single run's overrides; return extra Hydra overrides and the resume plan."""
+    overrides = [a for a in args if not a.startswith("-")]
+    multirun = "-m" in args or "--multirun" in args
+    if multirun and any(a.split("=", 1)[0] == "resume" for a in overrides):
+        raise ConfigError("resume", "cannot be combined with -m/--multirun; resume one run")
+    if not any(arg.split("=")[0] in {"--cfg", "-c", "--info", "-i"} for arg in args):
+        check_override_keys(overrides)
+    if any(arg.split("=")[0] in _NO_PREFLIGHT for arg in args):
+        return [], None
+    from dqn_cli.cli.compose import compose_config, split_config
+    from dqn_cli.run_planning import check_new_run, plan_resume, resume_overrides
 
-
-class _ConsoleLogHandler(logging.Handler):
-    def __init__(self, console: Console) -> None:
-        super().__init__(logging.INFO)
-        self.console = console
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.console.print(self.format(record), markup=False, highlight=False)
-
-
-def _route_console_logging(console: Console) -> None:
-    """Swap the plain stdout log handler for one that prints above the progress bar."""
-    root = logging.getLogger()
-    for handler in list(root.handlers):
-        if isinstance(handler, logging.StreamHandler) and not isinstance(
-            handler, logging.FileHandler
-        ):
-            root.removeHandler(handler)
-    handler = _ConsoleLogHandler(console)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    root.addHandler(handler)
-
-
-def summary_table(config: TrainConfig, result: TrainResult, run_dir: Path) -> Table:
-    table = Table(title=f"dqn-train: {config.env.id}", show_header=False)
-    final = result.final_eval
-    rows = [
-        (
-            "algorithm / buffer / target",
-            f"{config.algo.name} / {config.buffer.kind} / {config.target.kind}",
-        ),
-        ("env steps", f"{result.total_steps:,}"),
-        ("episodes", f"{result.episodes:,}"),
-        (
-            "final eval return",
-            "-"
-            if final is None
-            else f"{final.mean:.1f} +- {final.std:.1f} ({len(final.returns)} episodes)",
-        ),
-        ("best eval return", _fmt(result.best_eval_return_mean)),
-        ("wall time", f"{result.wall_seconds:.1f} s"),
-        ("steps/s", f"{result.steps_per_second:,.0f}"),
-        ("run dir", str(run_dir)),
-    ]
-    for key, value in rows:
-        table.add_row(key, value)
-    return table
+    pairs = {
+        o.split("=", 1)[0].lstrip("+~"): o.partition("=")[2]
+        for o in overrides
+        if not o.startswith(("hydra.", "hydra/"))
+    }
+    if "resume" in pairs and pairs["resume"] != "null":
+        options = parse_run_options({"resume": pairs.pop("resume")})
+        assert options.resume is not None
+        plan = plan_resume(Path(options.resume), resume_overrides(pairs))
+        run_dir = str(plan.run_dir).replace("'", "\\'")
+        # Continue in the run's own dir; keep its original .hydra/ untouched.
+        return [f"hydra.run.dir='{run_dir}'", "hydra.output_subdir=.hydra/resumed"], plan
+    cfg = compose_config([o for o in overrides if not o.startswith(("hydra.", "hydra/"))])
+    run, raw = split_config(cfg)
+    parse_run_options(run)
+    check_new_run(raw)
+    return [], None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -340,24 +136,37 @@ class StopSignal:
 # The Hydra task
 
 
-def run(cfg: DictConfig) -> float:
+def run_task(cfg: DictConfig, plan: ResumePlan | None) -> float:
     """Train from a composed config; returns the final eval return (for Hydra sweepers)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from rich.console import Console
+
+    from dqn_cli.cli.compose import split_config
+    from dqn_cli.cli.progress import (
+        LineReporter,
+        TerminalReporter,
+        route_console_logging,
+        summary_table,
+    )
+    from dqn_cli.config import parse_train_config
+    from dqn_cli.training import train
+
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    raw: Any = OmegaConf.to_container(cfg, resolve=True)
-    plan = _resume_plan if raw.pop("resume", None) else None
+    _, raw = split_config(cfg)
     if plan is not None:
         config, payload = plan.config, plan.payload
-        log.info("resuming %s from %s (env step %d)", run_dir, plan.checkpoint, payload["env_step"])
+        log.info("resuming %s from %s (env step %d)", run_dir, plan.checkpoint, plan.start_step)
     else:
         config, payload = parse_train_config(raw), None
     stop = StopSignal()
     stop.install()
     console = Console()
-    start_step = int(payload["env_step"]) if payload else 0
+    start_step = plan.start_step if plan else 0
     # Parallel sweep jobs share one terminal: their progress bars would overwrite each other.
     if console.is_terminal and HydraConfig.get().mode != RunMode.MULTIRUN:
         reporter = TerminalReporter(config.total_steps, start_step, console)
-        _route_console_logging(reporter.progress.console)
+        route_console_logging(reporter.progress.console)
         with reporter.progress:
             result = train(config, run_dir, reporter, stop, payload)
     else:
@@ -384,38 +193,64 @@ def run(cfg: DictConfig) -> float:
     return result.final_eval.mean
 
 
-def _record_failure(message: str) -> None:
+def guarded_task(cfg: DictConfig, plan: ResumePlan | None) -> float:
+    """:func:`run_task` turning user errors and divergence into one line and a failed job."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from dqn_cli.training import TrainingDiverged
+
+    try:
+        return run_task(cfg, plan)
+    except (UserError, TrainingDiverged) as exc:
+        print(f"dqn-train: error: {exc}", file=sys.stderr)
+        log.error("%s", exc)
+        _record_failure(Path(HydraConfig.get().runtime.output_dir), str(exc))
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            # Exiting here would abort the other jobs of the sweep; the failure is on record.
+            return math.nan
+        sys.exit(2 if isinstance(exc, UserError) else 1)
+
+
+def _record_failure(run_dir: Path, message: str) -> None:
     """A failed job still leaves a summary.json, so sweep reports can say why it failed."""
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     summary = {"status": "failed", "error": message}
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
 
 
-@hydra.main(version_base="1.3", config_path="pkg://dqn_cli.conf", config_name="config")
-def _hydra_entry(cfg: DictConfig) -> float:
-    try:
-        return run(cfg)
-    except (*USER_ERRORS, TrainingDiverged) as exc:
-        print(f"dqn-train: error: {exc}", file=sys.stderr)
-        log.error("%s", exc)
-        _record_failure(str(exc))
-        if HydraConfig.get().mode == RunMode.MULTIRUN:
-            # Exiting here would abort the other jobs of the sweep; the failure is on record.
-            return math.nan
-        sys.exit(2 if isinstance(exc, USER_ERRORS) else 1)
+def run_hydra(argv: list[str], plan: ResumePlan | None) -> None:
+    """Hand ``argv`` to Hydra, which composes the config, makes the run dir(s) and runs jobs."""
+    import hydra
+
+    from dqn_cli.cli.compose import register_defaults
+
+    register_defaults()
+
+    # The resume plan reaches the job through this closure: no module-level state.
+    @hydra.main(version_base="1.3", config_path="pkg://dqn_cli.conf", config_name="config")
+    def dqn_train(cfg: DictConfig) -> float:
+        return guarded_task(cfg, plan)
+
+    sys.argv = [sys.argv[0], *argv]
+    dqn_train()
 
 
 def main() -> None:
     args = sys.argv[1:]
+    if "-h" in args or "--help" in args:
+        from dqn_cli.cli.keys import render_help
+        from dqn_cli.cli.output import print_output
+
+        print_output(render_help())
+        return
     try:
-        extra = preflight(args)
-    except USER_ERRORS as exc:
+        extra, plan = preflight(args)
+    except UserError as exc:
         print(f"dqn-train: error: {exc}", file=sys.stderr)
         sys.exit(2)
-    sys.argv = [sys.argv[0], *args, *extra]
     try:
-        _hydra_entry()
+        run_hydra([*args, *extra], plan)
     except KeyboardInterrupt:
         print("dqn-train: aborted; the last periodic checkpoint is kept", file=sys.stderr)
         sys.exit(130)

@@ -1,0 +1,65 @@
+"""Hydra composition of dqn-train's config, with the defaults taken from ``dqn_cli.config``.
+
+The dataclasses in :mod:`dqn_cli.config` are the one source of every key's default; they are
+stored in Hydra's ConfigStore as ``dqn_defaults``, the first entry of ``conf/config.yaml``'s
+defaults list, so the YAML files only select options and set preset values. They are stored as
+a plain (untyped) node rather than as a structured-config schema: OmegaConf's schemas know no
+``Literal`` or tuple types, and their validation errors are multi-line and point a misspelled
+key to ``+key=value``. Types, ranges and unknown keys are checked by
+:func:`dqn_cli.config.parse_train_config` instead, in one line each.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from hydra import compose, initialize_config_module
+from hydra.core.config_store import ConfigStore
+from hydra.errors import HydraException, MissingConfigException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from dqn_cli.config import ConfigError, RunOptions, TrainConfig
+
+CONFIG_MODULE = "dqn_cli.conf"
+DEFAULTS_NAME = "dqn_defaults"
+
+
+def register_defaults() -> None:
+    """Store every key's default in Hydra's ConfigStore (idempotent). The model section comes
+    from the model group instead, so that switching models does not carry the mlp's keys."""
+    node = {**RunOptions().to_dict(), **TrainConfig().to_dict()}
+    del node["model"]
+    ConfigStore.instance().store(name=DEFAULTS_NAME, node=node)
+
+
+def compose_config(overrides: list[str]) -> DictConfig:
+    """Compose like dqn-train does, turning Hydra's multi-line errors into one line."""
+    register_defaults()
+    try:
+        with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
+            return compose(config_name="config", overrides=overrides)
+    except MissingConfigException as exc:
+        found = re.search(r"Could not find '([\w/]+)/([^']*)'", str(exc))
+        options = re.findall(r"^\t(\S+)$", str(exc), flags=re.MULTILINE)
+        if found and options:
+            group, option = found.groups()
+            raise ConfigError(
+                group, f"unknown option {option!r}; valid: {', '.join(options)}"
+            ) from None
+        raise ConfigError("config", one_line(exc)) from None
+    except (HydraException, OmegaConfBaseException) as exc:
+        raise ConfigError("override", one_line(exc)) from None
+
+
+def split_config(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A composed config as plain dicts: (run options such as resume, the training config)."""
+    raw: Any = OmegaConf.to_container(cfg, resolve=True)
+    run = {name: raw.pop(name) for name in RunOptions().to_dict() if name in raw}
+    return run, raw
+
+
+def one_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return "; ".join(line for line in lines if not line.startswith(("See https", "Config search")))
