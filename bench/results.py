@@ -104,6 +104,12 @@ BENCHMARKS: tuple[Benchmark, ...] = (
         ("-m", "bench.memory", "--steps", "60000", "--capacity", "20000"),
     ),
     Benchmark(
+        "bench.cli_latency",
+        "dqn-train --help and config errors, whole processes",
+        ("-m", "bench.cli_latency", "--repeats", "5"),
+        ("-m", "bench.cli_latency", "--repeats", "2"),
+    ),
+    Benchmark(
         "bench.profile_step",
         "where a training step's time goes, phase by phase",
         ("-m", "bench.profile_step", "--repeats", "3"),
