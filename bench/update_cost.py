@@ -25,7 +25,7 @@ from torch import nn
 from bench.common import fmt, machine_header, print_table, seconds_per_call
 from dqn_cli.buffers.replay import Batch
 from dqn_cli.env_spec import EnvSpec
-from dqn_cli.learner import make_learner
+from dqn_cli.learner import TDLoss, make_learner
 from dqn_cli.networks import QNetwork, build_q_network
 
 MLP, NATURE = "dqn_cli.networks.MLP", "dqn_cli.networks.NatureCNN"
@@ -122,10 +122,7 @@ def update_functions(
         online,
         target,
         torch.device("cpu"),
-        gamma=0.99,
-        double_q=False,
-        loss=loss,
-        max_grad_norm=max_grad_norm,
+        TDLoss(double_q=False, kind=loss, max_grad_norm=max_grad_norm),
         lr=1e-4,
         adam_eps=1e-8,
     )

@@ -246,6 +246,17 @@ class RunOptions:
         return _to_plain(dataclasses.asdict(self))
 
 
+def flatten_keys(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested config as ``{"buffer.capacity": 100000, ...}``."""
+    flat: dict[str, Any] = {}
+    for name, value in tree.items():
+        if isinstance(value, Mapping):
+            flat.update(flatten_keys(value, f"{prefix}{name}."))
+        else:
+            flat[prefix + str(name)] = value
+    return flat
+
+
 def _to_plain(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _to_plain(v) for k, v in value.items()}

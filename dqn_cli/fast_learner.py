@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from dqn_cli.buffers.replay import Batch
-from dqn_cli.learner import UpdateResult, td_targets
+from dqn_cli.learner import TDLoss, UpdateResult
 from dqn_cli.networks import MLP, QNetwork, plain_mlp
 from dqn_cli.optim import Adam, AdamState, clip_grad_norm
 
@@ -82,28 +82,17 @@ class ExplicitGradientLearner:
         self,
         online_net: QNetwork,
         target_net: QNetwork,
-        gamma: float,
-        double_q: bool,
-        loss: str,
-        max_grad_norm: float | None,
+        td: TDLoss,
         lr: float,
         adam_eps: float = 1e-8,
     ) -> None:
         mlp = plain_mlp(online_net)
         if mlp is None:
             raise ValueError("the explicit-gradient learner trains a plain MLP only")
-        if loss not in ("huber", "mse"):
-            raise ValueError(f"unknown loss {loss!r}; valid: huber, mse")
-        self.online_net, self.target_net, self.mlp = online_net, target_net, mlp
+        self.online_net, self.target_net, self.td, self.mlp = online_net, target_net, td, mlp
         # No graphs are built: gradients are computed by backward() below.
         online_net.requires_grad_(False)
         target_net.requires_grad_(False)
-        self.gamma, self.double_q, self.loss, self.max_grad_norm = (
-            gamma,
-            double_q,
-            loss,
-            max_grad_norm,
-        )
         # backward() writes gradients by position, in parameters() order.
         self.optimizer = Adam(list(mlp.parameters()), lr=lr, eps=adam_eps)
 
@@ -111,29 +100,22 @@ class ExplicitGradientLearner:
         self.optimizer.lr = lr
 
     def update(self, batch: Batch) -> UpdateResult:
-        targets = td_targets(
-            batch.rewards,
-            batch.next_obs,
-            batch.terminated,
-            batch.discounts,
-            self.target_net,
-            self.online_net if self.double_q else None,
-        )
+        targets = self.td.targets(batch, self.online_net, self.target_net)
         q_all, activations = forward_keeping_activations(
             self.mlp, self.online_net.encode(batch.obs)
         )
         actions = batch.actions.unsqueeze(1)
         result = UpdateResult(
-            q_all.gather(1, actions).squeeze(1), targets, batch.weights, self.loss
+            q_all.gather(1, actions).squeeze(1), targets, batch.weights, self.td.kind
         )
         # loss = mean_i(w_i * l(q_i - y_i)), so dloss/dq_i = w_i * l'(q_i - y_i) / batch size;
         # the Q-values of actions not taken get no gradient.
-        grad_q = per_sample_loss_gradient(result.td_errors, self.loss)
+        grad_q = per_sample_loss_gradient(result.td_errors, self.td.kind)
         grad_q.mul_(batch.weights).div_(len(grad_q))
         grad_q_all = torch.zeros_like(q_all).scatter_(1, actions, grad_q.unsqueeze(1))
         backward(self.mlp, activations, grad_q_all, self.optimizer.grads)
-        if self.max_grad_norm is not None:
-            clip_grad_norm(self.optimizer.grads, self.max_grad_norm)
+        if self.td.max_grad_norm is not None:
+            clip_grad_norm(self.optimizer.grads, self.td.max_grad_norm)
         self.optimizer.step()
         return result
 

@@ -15,6 +15,7 @@ resumes with the other.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
@@ -64,6 +65,33 @@ def per_sample_loss(q: torch.Tensor, targets: torch.Tensor, kind: str) -> torch.
     return F.mse_loss(q, targets, reduction="none")
 
 
+@dataclass(frozen=True)
+class TDLoss:
+    """What every learner minimises: the importance-weighted TD loss of DQN or Double DQN
+    (``double_q``), ``huber`` or ``mse`` per sample, with the gradient's global norm clipped
+    to ``max_grad_norm`` (None: no clipping). The discount travels with each transition
+    (``Batch.discounts``), so it is not a setting here."""
+
+    double_q: bool
+    kind: str
+    max_grad_norm: float | None
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("huber", "mse"):
+            raise ValueError(f"unknown loss {self.kind!r}; valid: huber, mse")
+
+    def targets(self, batch: Batch, online_net: nn.Module, target_net: nn.Module) -> torch.Tensor:
+        """The batch's TD targets (no graph)."""
+        return td_targets(
+            batch.rewards,
+            batch.next_obs,
+            batch.terminated,
+            batch.discounts,
+            target_net,
+            online_net if self.double_q else None,
+        )
+
+
 class UpdateResult:
     """What one update measured. ``loss`` and ``mean_q`` are computed when read: they are
     logged every ``log.every`` env steps, not after every update."""
@@ -95,6 +123,7 @@ class Learner(Protocol):
 
     online_net: QNetwork
     target_net: QNetwork  # the online net itself with target=none
+    td: TDLoss
     name: str  # "autograd" or "fast", for the log
 
     def update(self, batch: Batch) -> UpdateResult: ...
@@ -115,25 +144,14 @@ class AutogradLearner:
         self,
         online_net: QNetwork,
         target_net: QNetwork,
-        gamma: float,
-        double_q: bool,
-        loss: str,
-        max_grad_norm: float | None,
+        td: TDLoss,
         lr: float,
         adam_eps: float = 1e-8,
     ) -> None:
-        if loss not in ("huber", "mse"):
-            raise ValueError(f"unknown loss {loss!r}; valid: huber, mse")
-        self.online_net, self.target_net = online_net, target_net
+        self.online_net, self.target_net, self.td = online_net, target_net, td
         online_net.requires_grad_(True)
         if target_net is not online_net:
             target_net.requires_grad_(False)
-        self.gamma, self.double_q, self.loss, self.max_grad_norm = (
-            gamma,
-            double_q,
-            loss,
-            max_grad_norm,
-        )
         self.params = list(online_net.parameters())
         self.optimizer = torch.optim.Adam(self.params, lr=lr, eps=adam_eps)
 
@@ -142,22 +160,15 @@ class AutogradLearner:
             group["lr"] = lr
 
     def update(self, batch: Batch) -> UpdateResult:
-        targets = td_targets(
-            batch.rewards,
-            batch.next_obs,
-            batch.terminated,
-            batch.discounts,
-            self.target_net,
-            self.online_net if self.double_q else None,
-        )
+        targets = self.td.targets(batch, self.online_net, self.target_net)
         q = self.online_net(batch.obs).gather(1, batch.actions.unsqueeze(1)).squeeze(1)
-        loss = (per_sample_loss(q, targets, self.loss) * batch.weights).mean()
+        loss = (per_sample_loss(q, targets, self.td.kind) * batch.weights).mean()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if self.max_grad_norm is not None:
-            nn.utils.clip_grad_norm_(self.params, self.max_grad_norm)
+        if self.td.max_grad_norm is not None:
+            nn.utils.clip_grad_norm_(self.params, self.td.max_grad_norm)
         self.optimizer.step()
-        return UpdateResult(q.detach(), targets, batch.weights, self.loss)
+        return UpdateResult(q.detach(), targets, batch.weights, self.td.kind)
 
     def state_dict(self) -> AdamState:
         group = self.optimizer.param_groups[0]
@@ -209,31 +220,38 @@ def fast_learner_refusal(q_net: QNetwork, device: torch.device) -> str | None:
     return fused_adam_refusal()
 
 
+def choose_learner(kind: str, q_net: QNetwork, device: torch.device) -> str:
+    """The learner ``learner=kind`` means for ``q_net`` on ``device``: "fast" or "autograd".
+    ``auto`` takes the explicit-gradient learner where it applies (saying so in the log when
+    only a missing torch op stops it); ``fast`` where it does not apply is a one-line
+    :class:`ConfigError`."""
+    if kind not in ("auto", "autograd", "fast"):
+        raise ConfigError("learner", f"got {kind!r}; allowed: auto, autograd, fast")
+    if kind == "autograd":
+        return "autograd"
+    refusal = fast_learner_refusal(q_net, device)
+    if refusal is None:
+        return "fast"
+    if kind == "fast":
+        raise ConfigError("learner", f"fast cannot train this model: {refusal}; use learner=auto")
+    if plain_mlp(q_net) is not None and device.type == "cpu":
+        log.info("learner=auto: the fast learner is unavailable (%s); using autograd", refusal)
+    return "autograd"
+
+
 def make_learner(
     kind: str,
     online_net: QNetwork,
     target_net: QNetwork,
     device: torch.device,
+    td: TDLoss,
     *,
-    gamma: float,
-    double_q: bool,
-    loss: str,
-    max_grad_norm: float | None,
     lr: float,
     adam_eps: float,
 ) -> Learner:
-    """``learner=auto``: the explicit-gradient learner where it applies, else autograd;
-    ``fast`` where it does not apply is a one-line :class:`ConfigError`."""
-    if kind not in ("auto", "autograd", "fast"):
-        raise ConfigError("learner", f"got {kind!r}; allowed: auto, autograd, fast")
-    refusal = None if kind == "autograd" else fast_learner_refusal(online_net, device)
-    if kind == "fast" and refusal is not None:
-        raise ConfigError("learner", f"fast cannot train this model: {refusal}; use learner=auto")
-    args = dict(gamma=gamma, double_q=double_q, loss=loss, max_grad_norm=max_grad_norm)
-    if kind == "autograd" or refusal is not None:
-        if kind == "auto" and plain_mlp(online_net) is not None and device.type == "cpu":
-            log.info("learner=auto: the fast learner is unavailable (%s); using autograd", refusal)
-        return AutogradLearner(online_net, target_net, lr=lr, adam_eps=adam_eps, **args)  # type: ignore[arg-type]
+    """The learner :func:`choose_learner` picks, built."""
+    if choose_learner(kind, online_net, device) == "autograd":
+        return AutogradLearner(online_net, target_net, td, lr=lr, adam_eps=adam_eps)
     from dqn_cli.fast_learner import ExplicitGradientLearner
 
-    return ExplicitGradientLearner(online_net, target_net, lr=lr, adam_eps=adam_eps, **args)  # type: ignore[arg-type]
+    return ExplicitGradientLearner(online_net, target_net, td, lr=lr, adam_eps=adam_eps)

@@ -139,7 +139,27 @@ class MLP(nn.Module):
         return x if self.head_kind == "linear" else self.head(x)
 
 
-class NatureCNN(nn.Module):
+class ConvQNet(nn.Module):
+    """A convolutional torso (ending in Flatten) under a Q head whose streams have a hidden
+    layer of ``features`` units: the shape of both built-in CNNs."""
+
+    def __init__(
+        self,
+        torso: nn.Sequential,
+        obs_shape: tuple[int, ...],
+        n_actions: int,
+        head: str,
+        features: int,
+    ) -> None:
+        super().__init__()
+        self.torso = torso
+        self.head = q_head(head, _flat_size(torso, obs_shape), n_actions, features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.torso(x))
+
+
+class NatureCNN(ConvQNet):
     """Mnih et al. 2015: conv 32x8x8/4, 64x4x4/2, 64x3x3/1, then a 512-unit layer (per stream
     with a dueling head). Expects channels-first frames, e.g. 4x84x84."""
 
@@ -151,9 +171,8 @@ class NatureCNN(nn.Module):
         head: str = "linear",
         features: int = 512,
     ) -> None:
-        super().__init__()
         _require_image(obs_shape, "NatureCNN")
-        self.torso = nn.Sequential(
+        torso = nn.Sequential(
             nn.Conv2d(obs_shape[0], 32, 8, stride=4),
             nn.ReLU(),
             nn.Conv2d(32, 64, 4, stride=2),
@@ -162,13 +181,10 @@ class NatureCNN(nn.Module):
             nn.ReLU(),
             nn.Flatten(),
         )
-        self.head = q_head(head, _flat_size(self.torso, obs_shape), n_actions, features)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.torso(x))
+        super().__init__(torso, obs_shape, n_actions, head, features)
 
 
-class MinAtarCNN(nn.Module):
+class MinAtarCNN(ConvQNet):
     """Young & Tian 2019 (MinAtar): conv 16x3x3/1, then a 128-unit layer. Expects
     channels-first 10x10 frames."""
 
@@ -180,15 +196,9 @@ class MinAtarCNN(nn.Module):
         head: str = "linear",
         features: int = 128,
     ) -> None:
-        super().__init__()
         _require_image(obs_shape, "MinAtarCNN")
-        self.torso = nn.Sequential(
-            nn.Conv2d(obs_shape[0], 16, 3, stride=1), nn.ReLU(), nn.Flatten()
-        )
-        self.head = q_head(head, _flat_size(self.torso, obs_shape), n_actions, features)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.torso(x))
+        torso = nn.Sequential(nn.Conv2d(obs_shape[0], 16, 3, stride=1), nn.ReLU(), nn.Flatten())
+        super().__init__(torso, obs_shape, n_actions, head, features)
 
 
 def _require_image(obs_shape: tuple[int, ...], name: str) -> None:

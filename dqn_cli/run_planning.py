@@ -34,7 +34,7 @@ class ResumePlan:
 
 
 def check_new_run(raw: dict[str, Any]) -> TrainConfig:
-    """Validate a new run's config, its device and its env, in that order (cheapest first)."""
+    """Validate a new run's config, then its env, device, model and learner (cheapest first)."""
     config = parse_train_config(raw)
     # gymnasium and torch load only once the config itself is known to be good.
     from dqn_cli.envs import env_spec, make_env
@@ -44,19 +44,14 @@ def check_new_run(raw: dict[str, Any]) -> TrainConfig:
         spec = env_spec(env.observation_space, env.action_space, config.env.id)
     finally:
         env.close()
-    from dqn_cli.learner import fast_learner_refusal
+    from dqn_cli.learner import choose_learner
     from dqn_cli.networks import build_q_network
     from dqn_cli.training import resolve_device
 
     device = resolve_device(config.device)
     model = config.model
     q_net = build_q_network(model._target_, model.head, model.args, spec)
-    if config.learner == "fast":
-        refusal = fast_learner_refusal(q_net, device)
-        if refusal is not None:
-            raise ConfigError(
-                "learner", f"fast cannot train this model: {refusal}; use learner=auto"
-            )
+    choose_learner(config.learner, q_net, device)
     return config
 
 

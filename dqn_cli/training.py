@@ -22,13 +22,13 @@ from torch.utils.tensorboard.summary import hparams
 from dqn_cli.buffers import make_replay_buffer
 from dqn_cli.buffers.nstep import NStepAccumulator
 from dqn_cli.checkpoint import save_checkpoint
-from dqn_cli.config import TrainConfig
+from dqn_cli.config import TrainConfig, flatten_keys
 from dqn_cli.env_spec import EnvSpec
 from dqn_cli.envs import env_spec, make_vector_env, true_next_obs
 from dqn_cli.errors import UserError
 from dqn_cli.evaluation import EvalResult, Evaluator
 from dqn_cli.exploration import linear_anneal, make_epsilon_schedule
-from dqn_cli.learner import UpdateResult, make_learner
+from dqn_cli.learner import TDLoss, UpdateResult, make_learner
 from dqn_cli.networks import build_q_network, greedy_policy
 from dqn_cli.periodic import Every
 from dqn_cli.run_state import (
@@ -124,10 +124,7 @@ def build_agent(
         online,
         target,
         device,
-        gamma=c.gamma,
-        double_q=c.algo.name == "ddqn",
-        loss=c.loss,
-        max_grad_norm=c.max_grad_norm,
+        TDLoss(double_q=c.algo.name == "ddqn", kind=c.loss, max_grad_norm=c.max_grad_norm),
         lr=c.lr,
         adam_eps=c.adam_eps,
     )
@@ -383,7 +380,7 @@ def train(
 
 def _record_hyperparameters(writer: SummaryWriter, config: TrainConfig) -> None:
     """Hyperparameters into this run's own event file (TensorBoard's HPARAMS tab)."""
-    flat = _flatten(config.to_dict())
+    flat = flatten_keys(config.to_dict())
     values = {
         k: (v if isinstance(v, int | float | str | bool) else str(v)) for k, v in flat.items()
     }
@@ -391,13 +388,3 @@ def _record_hyperparameters(writer: SummaryWriter, config: TrainConfig) -> None:
         writer._get_file_writer().add_summary(summary)
     table = "\n".join(f"| {k} | {v} |" for k, v in values.items())
     writer.add_text("hyperparameters", "| key | value |\n|---|---|\n" + table, 0)
-
-
-def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[prefix + key] = value
-    return flat

@@ -7,7 +7,7 @@ from dqn_cli.buffers.replay import Batch
 from dqn_cli.config import ConfigError
 from dqn_cli.env_spec import EnvSpec
 from dqn_cli.fast_learner import ExplicitGradientLearner
-from dqn_cli.learner import AutogradLearner, make_learner, td_targets
+from dqn_cli.learner import AutogradLearner, TDLoss, make_learner, td_targets
 from dqn_cli.networks import build_q_network
 from dqn_cli.optim import Adam
 
@@ -97,7 +97,7 @@ def _batch(weights):
 def test_importance_weights_multiply_the_per_sample_loss(loss, learner_class):
     def run(weights):
         net = table_q([[0.0, 0.0], [0.0, 0.0]])
-        learner = learner_class(net, net, 0.9, False, loss, None, lr=0.1)
+        learner = learner_class(net, net, TDLoss(False, loss, None), lr=0.1)
         result = learner.update(_batch(weights))
         return result, net.net.linears[0].weight.T.detach().clone()
 
@@ -130,9 +130,8 @@ def test_fast_learner_equals_the_autograd_learner(
     for cls in (ExplicitGradientLearner, AutogradLearner):
         online = mlp(spec, (32, 16))
         target = mlp(spec, (32, 16), seed=1) if separate_target else online
-        learners.append(
-            cls(online, target, 0.9, double_q, loss, max_grad_norm, lr=0.01, adam_eps=0.1)
-        )
+        td = TDLoss(double_q, loss, max_grad_norm)
+        learners.append(cls(online, target, td, lr=0.01, adam_eps=0.1))
     fast, reference = learners
     for step in range(40):
         if step == 20:  # a schedule changing the learning rate between steps
@@ -149,12 +148,12 @@ def test_optimizer_state_moves_between_learners():
     """A checkpoint written by one learner resumes with the other."""
     spec = EnvSpec((4,), "float32", 2)
     fast = ExplicitGradientLearner(
-        mlp(spec, (8,)), mlp(spec, (8,), seed=1), 0.9, False, "mse", None, lr=0.01
+        mlp(spec, (8,)), mlp(spec, (8,), seed=1), TDLoss(False, "mse", None), lr=0.01
     )
     for step in range(3):
         fast.update(random_batch(8, 4, 2, seed=step))
     autograd = AutogradLearner(
-        mlp(spec, (8,)), mlp(spec, (8,), seed=1), 0.9, False, "mse", None, lr=0.5
+        mlp(spec, (8,)), mlp(spec, (8,), seed=1), TDLoss(False, "mse", None), lr=0.5
     )
     autograd.online_net.load_state_dict(fast.online_net.state_dict())
     autograd.load_state_dict(fast.state_dict())
@@ -174,10 +173,7 @@ def _make(kind, q_net, device="cpu"):
         q_net,
         q_net,
         torch.device(device),
-        gamma=0.9,
-        double_q=False,
-        loss="huber",
-        max_grad_norm=10.0,
+        TDLoss(False, "huber", 10.0),
         lr=1e-3,
         adam_eps=1e-8,
     )

@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 
 from dqn_cli.cli.output import print_output
-from dqn_cli.config import KeyDoc, RunOptions, config_keys, section_help
+from dqn_cli.config import KeyDoc, RunOptions, config_keys, flatten_keys, section_help
 
 GROUPS = ("algo", "buffer", "target", "model", "env")
 DEFAULT_OPTIONS = {
@@ -65,19 +65,9 @@ def _summary(text: str) -> str:
 def preset_values(group: str, option: str) -> dict[str, Any]:
     """The keys an option file sets, flattened to dotted names."""
     text = (resources.files("dqn_cli.conf") / group / f"{option}.yaml").read_text()
-    return _flatten(yaml.safe_load(text) or {})
-
-
-def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for name, value in tree.items():
-        if name == "defaults":
-            continue
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{name}."))
-        else:
-            flat[prefix + name] = value
-    return flat
+    values = yaml.safe_load(text) or {}
+    values.pop("defaults", None)
+    return flatten_keys(values)
 
 
 def model_arguments() -> list[KeyDoc]:
