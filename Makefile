@@ -2,7 +2,11 @@
 VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
+RUN_STAMP := $(VENV)/.installed-run
 STAMP := $(VENV)/.installed
+# What the test set-up installs on top of the package: dev tools and every optional extra, so
+# the suite covers them all. `make train` installs the package alone and stays quick.
+EXTRAS := dev,video,atari,minatar
 BENCH_STAMP := $(VENV)/.bench-installed
 ARGS ?=
 
@@ -12,15 +16,19 @@ ARGS ?=
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml constraints.txt
+$(RUN_STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,video]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e .
+	touch $(RUN_STAMP)
+
+$(STAMP): $(RUN_STAMP)
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[$(EXTRAS)]'
 	touch $(STAMP)
 
-install: $(STAMP) ## create .venv and install dqn-cli with its dev tools and video extra (CPU torch pinned)
+install: $(STAMP) ## create .venv and install dqn-cli with dev tools and every extra (CPU torch pinned)
 
-train: $(STAMP) ## set up, then train with the defaults (pass overrides: make train ARGS="algo=ddqn")
+train: $(RUN_STAMP) ## set up (the package alone), then train with the defaults (pass overrides: make train ARGS="algo=ddqn")
 	$(BIN)/dqn-train $(ARGS)
 
 test: $(STAMP) ## set up, then run the default test suite
@@ -32,7 +40,7 @@ test-slow: $(STAMP) ## the long learning checks: default config solves CartPole 
 # The peer (Stable-Baselines3) is the optional `bench` extra: installed only for benchmarking,
 # under the same torch pin.
 $(BENCH_STAMP): $(STAMP)
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,video,bench]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[$(EXTRAS),bench]'
 	touch $(BENCH_STAMP)
 
 # The benchmark commands and their arguments are listed once, in bench/results.py.

@@ -18,7 +18,7 @@ import gymnasium as gym
 import torch
 
 from dqn_cli.checkpoint import CHECKPOINT_FORMAT, CheckpointError, load_checkpoint
-from dqn_cli.config import ConfigError, parse_train_config
+from dqn_cli.config import ConfigError, EnvConfig, parse_train_config
 from dqn_cli.env_spec import EnvSpec
 from dqn_cli.envs import EnvError, env_spec, make_env
 from dqn_cli.evaluation import Evaluator
@@ -125,9 +125,13 @@ class LoadedCheckpoint:
     """A checkpoint read safely and checked against the env it names, ready to evaluate."""
 
     path: Path
-    env_id: str
+    env: EnvConfig
     step: int
     network: QNetwork
+
+    @property
+    def env_id(self) -> str:
+        return self.env.id
 
 
 def load_for_eval(path: Path) -> LoadedCheckpoint:
@@ -145,8 +149,8 @@ def load_for_eval(path: Path) -> LoadedCheckpoint:
             f"({CHECKPOINT_FORMAT}): upgrade dqn-cli"
         )
     try:
-        env_id = str(payload["config"]["env"]["id"])
         config = parse_train_config(payload["config"])
+        env_id = config.env.id
         spec = EnvSpec.from_dict(payload["env_spec"])
         step = int(payload.get("env_step") or 0)
     except ConfigError as exc:
@@ -169,7 +173,7 @@ def load_for_eval(path: Path) -> LoadedCheckpoint:
             f"checkpoint {path}: its weights do not fit the network its config describes"
         ) from exc
     try:
-        env = make_env(env_id)
+        env = make_env(config.env)
         actual = env_spec(env.observation_space, env.action_space, env_id)
         env.close()
     except EnvError as exc:
@@ -180,7 +184,7 @@ def load_for_eval(path: Path) -> LoadedCheckpoint:
             f"checkpoint {path}: env {env_id!r} here has {_describe(actual)}, "
             f"the checkpoint was trained on {_describe(spec)}"
         )
-    return LoadedCheckpoint(path, env_id, step, network)
+    return LoadedCheckpoint(path, config.env, step, network)
 
 
 def _current_model_keys(state: Any) -> Any:
@@ -247,9 +251,9 @@ def evaluate_checkpoint(
     factory = None
     if video_dir is not None:
         require_video_extra()
-        factory = _video_env_factory(ckpt.env_id, video_dir, ckpt.path.stem)
+        factory = _video_env_factory(ckpt.env, video_dir, ckpt.path.stem)
     evaluator = Evaluator(
-        ckpt.env_id,
+        ckpt.env,
         episodes,
         seed,
         epsilon,
@@ -275,9 +279,11 @@ def evaluate_checkpoint(
     )
 
 
-def _video_env_factory(env_id: str, video_dir: Path, prefix: str) -> Callable[[], gym.Env]:
+def _video_env_factory(
+    env_config: EnvConfig, video_dir: Path, prefix: str
+) -> Callable[[], gym.Env]:
     def factory() -> gym.Env:
-        env = make_env(env_id, render_mode="rgb_array")
+        env = make_env(env_config, render_mode="rgb_array")
         with warnings.catch_warnings():
             # RecordVideo warns when the folder exists; many checkpoints share one on purpose.
             warnings.filterwarnings("ignore", message=".*Overwriting existing videos.*")

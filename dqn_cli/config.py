@@ -113,7 +113,35 @@ class TargetConfig:
 
 @dataclass(frozen=True)
 class EnvConfig:
-    id: str = key("CartPole-v1", "gymnasium env id (Discrete actions; Box or Discrete obs)")
+    id: str = key(
+        "CartPole-v1",
+        "gymnasium env id (Discrete actions; Box or Discrete obs); ALE/* and MinAtar/* ids "
+        "need the atari / minatar extra",
+    )
+    episodic_life: bool = key(
+        False,
+        "training targets treat a lost life as the episode's end (Atari); the game goes on, "
+        "logged returns and evaluation stay whole games",
+    )
+    clip_rewards: bool = key(
+        False, "training targets use sign(reward); logged returns and evaluation stay raw"
+    )
+    frame_skip: int = key(
+        4, "ALE/*: emulator frames per agent step, max-pooled over the last two", POSITIVE
+    )
+    frame_stack: int = key(
+        4, "ALE/*: frames stacked into one observation (replay stores each once)", POSITIVE
+    )
+    noop_max: int = key(30, "ALE/*: up to this many no-op steps at reset", NON_NEGATIVE)
+    sticky_actions: float = key(
+        0.25,
+        "ALE/*: probability the emulator repeats the previous action (ALE v5 default, "
+        "Machado et al. 2018)",
+        UNIT,
+    )
+    full_action_space: bool = key(
+        False, "ALE/*: all 18 joystick actions instead of the game's minimal set (v5 default)"
+    )
 
 
 @dataclass(frozen=True)

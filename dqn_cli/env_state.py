@@ -22,6 +22,7 @@ import gymnasium as gym
 from gymnasium import spaces
 from gymnasium.utils import EzPickle
 
+from dqn_cli.config import EnvConfig
 from dqn_cli.envs import make_env
 
 # numpy's own reconstruction helpers: arrays, scalars, dtypes and random generators.
@@ -96,11 +97,11 @@ def snapshot_envs(envs: gym.vector.SyncVectorEnv) -> list[bytes] | None:
         return None
 
 
-def restore_envs(envs: gym.vector.SyncVectorEnv, snapshots: list[bytes], env_id: str) -> None:
+def restore_envs(envs: gym.vector.SyncVectorEnv, snapshots: list[bytes], env: EnvConfig) -> None:
     """Put the snapshotted sub-envs in place of ``envs``' own; raises UnpicklingError if unsafe."""
     if len(snapshots) != envs.num_envs:
         raise ValueError(f"snapshot holds {len(snapshots)} envs, the run has {envs.num_envs}")
-    reference = make_env(env_id)
+    reference = make_env(env)
     allowed = _allowed_classes(reference)
     reference.close()
     restored = [_EnvUnpickler(data, allowed).load() for data in snapshots]

@@ -39,7 +39,7 @@ def check_new_run(raw: dict[str, Any]) -> TrainConfig:
     # gymnasium and torch load only once the config itself is known to be good.
     from dqn_cli.envs import env_spec, make_env
 
-    env = make_env(config.env.id)
+    env = make_env(config.env)
     try:
         spec = env_spec(env.observation_space, env.action_space, config.env.id)
     finally:

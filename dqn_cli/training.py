@@ -24,7 +24,7 @@ from dqn_cli.buffers.nstep import NStepAccumulator
 from dqn_cli.checkpoint import save_checkpoint
 from dqn_cli.config import TrainConfig, flatten_keys
 from dqn_cli.env_spec import EnvSpec
-from dqn_cli.envs import env_spec, make_vector_env, true_next_obs
+from dqn_cli.envs import env_spec, life_lost, make_vector_env, true_next_obs
 from dqn_cli.errors import UserError
 from dqn_cli.evaluation import EvalResult, Evaluator
 from dqn_cli.exploration import linear_anneal, make_epsilon_schedule
@@ -173,11 +173,9 @@ def train(
     seed_everything(c.seed)
     rng = np.random.default_rng(c.seed)
 
-    envs = make_vector_env(c.env.id, c.num_envs)
+    envs = make_vector_env(c.env, c.num_envs)
     spec = env_spec(envs.single_observation_space, envs.single_action_space, c.env.id)
-    evaluator = Evaluator(
-        c.env.id, c.eval.episodes, c.seed + EVAL_SEED_OFFSET, c.eval.epsilon, device
-    )
+    evaluator = Evaluator(c.env, c.eval.episodes, c.seed + EVAL_SEED_OFFSET, c.eval.epsilon, device)
     agent = build_agent(c, spec, device, rng)
     online, learner, buffer = agent.online, agent.learner, agent.buffer
     act = greedy_policy(online, device)
@@ -243,8 +241,13 @@ def train(
         info: dict,
     ) -> None:
         """Transitions into replay; the TD target needs `terminated` alone, so truncated
-        episodes still bootstrap from their true last observation."""
+        episodes still bootstrap from their true last observation. Reward clipping and
+        lost lives (Atari) change what is learned from, never the logged returns."""
         true_next = true_next_obs(next_obs, done, info)
+        if c.env.clip_rewards:
+            rewards = np.sign(rewards)
+        if c.env.episodic_life:
+            terminated = terminated | life_lost(info, n)
         if agent.n_step is None:
             buffer.add(state.obs, actions, rewards, true_next, terminated, c.gamma)
             return

@@ -1,0 +1,163 @@
+"""Pixel envs: Atari (ale-py) with the standard DQN preprocessing, and MinAtar.
+
+Atari follows Mnih et al. (2015) as revisited by Machado et al. (2018): the emulator runs at
+``frameskip=1`` and gymnasium's ``AtariPreprocessing`` repeats each action ``frame_skip`` times,
+max-pools the last two frames (sprites flicker), resizes to 84x84 grayscale and plays up to
+``noop_max`` no-ops at reset; FIRE is pressed at reset in games that wait for it; the last
+``frame_stack`` frames form one observation. Sticky actions (the v5 default, 0.25) stay on.
+
+What the published pipeline does to the *learning signal* only, ending an episode on a lost life
+and clipping rewards to their sign, is not done here: the training loop applies it to what it
+stores in replay (``TrainConfig.env.episodic_life`` / ``clip_rewards``), so the env itself always
+plays whole games with raw scores, and logged returns and evaluation are game scores. The env
+reports a lost life through ``info["life_lost"]``.
+
+Both packages are optional extras, imported only when an id of theirs is asked for.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any, SupportsFloat
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from dqn_cli.errors import UserError
+
+ATARI_PREFIX = "ALE/"
+MINATAR_PREFIX = "MinAtar/"
+# ALE v5 caps a game at 108,000 emulator frames (30 minutes); MinAtar has no cap, and a perfect
+# Breakout paddle would never end an evaluation game, so MinAtar gets the same cap in agent
+# steps at frame skip 4.
+MINATAR_MAX_EPISODE_STEPS = 27_000
+
+
+class MissingExtraError(UserError):
+    """An env id needs an optional extra that is not installed; ``str()`` is one line."""
+
+
+@dataclass(frozen=True)
+class AtariOptions:
+    """The Atari pipeline's settings (see ``EnvConfig`` for their meaning and defaults)."""
+
+    frame_skip: int = 4
+    frame_stack: int = 4
+    noop_max: int = 30
+    sticky_actions: float = 0.25
+    full_action_space: bool = False
+
+
+def env_family(env_id: str) -> str:
+    """``atari``, ``minatar`` or ``gym``: which pipeline builds ``env_id``."""
+    if env_id.startswith(ATARI_PREFIX):
+        return "atari"
+    if env_id.startswith(MINATAR_PREFIX):
+        return "minatar"
+    return "gym"
+
+
+_EXTRAS = {"atari": ("ale_py", "cv2"), "minatar": ("minatar",)}
+
+
+def register_family(env_id: str) -> None:
+    """Import the extra an id needs and register its envs with gymnasium, or say how to get it."""
+    family = env_family(env_id)
+    if family == "gym":
+        return
+    for module in _EXTRAS[family]:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise MissingExtraError(
+                f"env.id: {env_id!r} needs the {family} extra: "
+                f"pip install 'dqn-cli[{family}]' (or make install)"
+            ) from exc
+    if family == "atari":
+        import ale_py
+
+        gym.register_envs(ale_py)
+    else:
+        # gymnasium 1.x no longer loads MinAtar's plugin entry point: register by hand.
+        from minatar import gym as minatar_gym
+
+        if f"{MINATAR_PREFIX}Breakout-v1" not in gym.registry:
+            minatar_gym.register_envs()
+
+
+class FireOnReset(gym.Wrapper):
+    """Presses FIRE once after each reset: games such as Breakout wait for it to start."""
+
+    def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
+        obs, info = self.env.reset(**kwargs)
+        obs, _, terminated, truncated, info = self.env.step(1)
+        if terminated or truncated:  # never seen in practice; start over rather than loop
+            obs, info = self.env.reset()
+        return obs, info
+
+
+class LifeLossSignal(gym.Wrapper):
+    """Adds ``info["life_lost"]``: True on a step that cost a life but did not end the game."""
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        self.lives = 0
+
+    def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
+        obs, info = self.env.reset(**kwargs)
+        self.lives = int(info.get("lives", 0))
+        return obs, info
+
+    def step(self, action: Any) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        lives = int(info.get("lives", 0))
+        info["life_lost"] = lives < self.lives and not terminated
+        self.lives = lives
+        return obs, reward, terminated, truncated, info
+
+
+def make_atari_env(env_id: str, options: AtariOptions, render_mode: str | None = None) -> gym.Env:
+    """One Atari game with the DQN preprocessing; observations (frame_stack, 84, 84) uint8."""
+    env = gym.make(
+        env_id,
+        frameskip=1,  # AtariPreprocessing skips frames itself, max-pooling the last two
+        repeat_action_probability=options.sticky_actions,
+        full_action_space=options.full_action_space,
+        render_mode=render_mode,
+    )
+    env = gym.wrappers.AtariPreprocessing(
+        env,
+        noop_max=options.noop_max,
+        frame_skip=options.frame_skip,
+        screen_size=84,
+        terminal_on_life_loss=False,  # whole games; lost lives are a learning signal only
+        grayscale_obs=True,
+        scale_obs=False,  # stay uint8: 4x smaller in replay; the model input scales
+    )
+    if "FIRE" in env.unwrapped.get_action_meanings():  # type: ignore[attr-defined]
+        env = FireOnReset(env)
+    env = LifeLossSignal(env)
+    return gym.wrappers.FrameStackObservation(env, options.frame_stack)
+
+
+class MinAtarChannelsFirst(gym.ObservationWrapper):
+    """MinAtar's (10, 10, C) bool grid as (C, 10, 10) uint8 in {0, 255}.
+
+    Channels first is what torch convolutions take; 255 for "on" lets every uint8 observation
+    share one input scaling (/255) in the model, so a MinAtar cell reaches the network as 1.0.
+    """
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        height, width, channels = env.observation_space.shape  # type: ignore[misc]
+        self.observation_space = spaces.Box(0, 255, (channels, height, width), np.uint8)
+
+    def observation(self, observation: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(observation.transpose(2, 0, 1), dtype=np.uint8) * np.uint8(255)
+
+
+def make_minatar_env(env_id: str, render_mode: str | None = None) -> gym.Env:
+    env = gym.make(env_id, render_mode=render_mode, max_episode_steps=MINATAR_MAX_EPISODE_STEPS)
+    return MinAtarChannelsFirst(env)
