@@ -210,9 +210,20 @@ def train(
     eval_event, checkpoint_event = Every(c.eval.every), Every(c.checkpoint.every)
     update: UpdateResult | None = None
     last_eval_result: EvalResult | None = None
+    # (env step, return, length) of episodes that ended since the last write. Written in one
+    # burst per log event: a TensorBoard scalar wakes the writer's thread, and waking it after
+    # every short episode cost more than the episodes' env steps (CartPole early in training).
+    finished: list[tuple[int, float, int]] = []
     log_clock, log_clock_step = time.perf_counter(), state.step
 
+    def write_episodes() -> None:
+        for at_step, episode_return, length in finished:
+            writer.add_scalar("charts/episodic_return", episode_return, at_step)
+            writer.add_scalar("charts/episodic_length", length, at_step)
+        finished.clear()
+
     def save_state(periodic: bool) -> None:
+        write_episodes()  # a resumed run keeps the events up to its checkpoint's step
         check_finite(online, update, state.step, c, checkpoints)
         payload = full_payload(agent, c, spec, state, rng, envs)
         save_full_state(payload, checkpoints, c.checkpoint.keep, periodic)
@@ -282,6 +293,7 @@ def train(
         now = time.perf_counter()
         sps = (step - log_clock_step) / max(now - log_clock, 1e-9)
         log_clock, log_clock_step = now, step
+        write_episodes()
         writer.add_scalar("charts/epsilon", epsilon, step)
         writer.add_scalar("charts/steps_per_second", sps, step)
         if update is not None:
@@ -333,8 +345,7 @@ def train(
         for i in np.flatnonzero(done) if done.any() else ():
             state.episodes += 1
             state.recent_returns.append(float(state.episode_return[i]))
-            writer.add_scalar("charts/episodic_return", state.episode_return[i], step)
-            writer.add_scalar("charts/episodic_length", state.episode_length[i], step)
+            finished.append((step, float(state.episode_return[i]), int(state.episode_length[i])))
             state.episode_return[i], state.episode_length[i] = 0.0, 0
 
         learn(previous_step, step)
@@ -363,6 +374,7 @@ def train(
         if not checkpoint_event.due(previous_step, step):  # not just saved
             save_state(periodic=False)
         writer.add_scalar("eval/final_return_mean", final_eval.mean, step)
+    write_episodes()
     envs.close()
     evaluator.close()
     writer.close()
