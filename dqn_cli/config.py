@@ -245,6 +245,11 @@ class TrainConfig:
     learner: LearnerName = key(
         "auto", "auto (fast where it applies: plain MLP on CPU) | autograd | fast"
     )
+    compile: bool = key(
+        False,
+        "torch.compile the autograd learner's loss and its gradient (GPU: pays off after a "
+        "one-off compile of tens of seconds)",
+    )
 
     @property
     def replay_capacity(self) -> int:

@@ -147,8 +147,12 @@ class AutogradLearner:
         td: TDLoss,
         lr: float,
         adam_eps: float = 1e-8,
+        compile: bool = False,
     ) -> None:
         self.online_net, self.target_net, self.td = online_net, target_net, td
+        # The loss's forward passes (target, online, TD targets) become one compiled graph,
+        # and its backward one more; the optimizer step stays a fused kernel.
+        self._loss = torch.compile(self._eager_loss) if compile else self._eager_loss
         online_net.requires_grad_(True)
         if target_net is not online_net:
             target_net.requires_grad_(False)
@@ -161,16 +165,47 @@ class AutogradLearner:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
 
+    def _eager_loss(
+        self,
+        obs: torch.Tensor,
+        actions: torch.Tensor,
+        rewards: torch.Tensor,
+        next_obs: torch.Tensor,
+        terminated: torch.Tensor,
+        discounts: torch.Tensor,
+        weights: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(loss, Q(s, a) detached, TD targets); plain tensors in, so torch.compile sees no
+        numpy fields."""
+        online = self.online_net
+        targets = td_targets(
+            rewards,
+            next_obs,
+            terminated,
+            discounts,
+            self.target_net,
+            online if self.td.double_q else None,
+        )
+        q = online(obs).gather(1, actions.unsqueeze(1)).squeeze(1)
+        loss = (per_sample_loss(q, targets, self.td.kind) * weights).mean()
+        return loss, q.detach(), targets
+
     def update(self, batch: Batch) -> UpdateResult:
-        targets = self.td.targets(batch, self.online_net, self.target_net)
-        q = self.online_net(batch.obs).gather(1, batch.actions.unsqueeze(1)).squeeze(1)
-        loss = (per_sample_loss(q, targets, self.td.kind) * batch.weights).mean()
+        loss, q, targets = self._loss(
+            batch.obs,
+            batch.actions,
+            batch.rewards,
+            batch.next_obs,
+            batch.terminated,
+            batch.discounts,
+            batch.weights,
+        )
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.td.max_grad_norm is not None:
             nn.utils.clip_grad_norm_(self.params, self.td.max_grad_norm)
         self.optimizer.step()
-        return UpdateResult(q.detach(), targets, batch.weights, self.td.kind)
+        return UpdateResult(q, targets, batch.weights, self.td.kind)
 
     def state_dict(self) -> AdamState:
         group = self.optimizer.param_groups[0]
@@ -222,14 +257,18 @@ def fast_learner_refusal(q_net: QNetwork, device: torch.device) -> str | None:
     return fused_adam_refusal()
 
 
-def choose_learner(kind: str, q_net: QNetwork, device: torch.device) -> str:
+def choose_learner(kind: str, q_net: QNetwork, device: torch.device, compile: bool = False) -> str:
     """The learner ``learner=kind`` means for ``q_net`` on ``device``: "fast" or "autograd".
     ``auto`` takes the explicit-gradient learner where it applies (saying so in the log when
     only a missing torch op stops it); ``fast`` where it does not apply is a one-line
-    :class:`ConfigError`."""
+    :class:`ConfigError`. ``compile`` compiles the autograd learner, so it implies it."""
     if kind not in ("auto", "autograd", "fast"):
         raise ConfigError("learner", f"got {kind!r}; allowed: auto, autograd, fast")
-    if kind == "autograd":
+    if compile and kind == "fast":
+        raise ConfigError(
+            "compile", "true compiles the autograd learner; use learner=auto or learner=autograd"
+        )
+    if kind == "autograd" or compile:
         return "autograd"
     refusal = fast_learner_refusal(q_net, device)
     if refusal is None:
@@ -250,10 +289,13 @@ def make_learner(
     *,
     lr: float,
     adam_eps: float,
+    compile: bool = False,
 ) -> Learner:
     """The learner :func:`choose_learner` picks, built."""
-    if choose_learner(kind, online_net, device) == "autograd":
-        return AutogradLearner(online_net, target_net, td, lr=lr, adam_eps=adam_eps)
+    if choose_learner(kind, online_net, device, compile) == "autograd":
+        return AutogradLearner(
+            online_net, target_net, td, lr=lr, adam_eps=adam_eps, compile=compile
+        )
     from dqn_cli.fast_learner import ExplicitGradientLearner
 
     return ExplicitGradientLearner(online_net, target_net, td, lr=lr, adam_eps=adam_eps)

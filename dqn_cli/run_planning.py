@@ -51,7 +51,7 @@ def check_new_run(raw: dict[str, Any]) -> TrainConfig:
     device = resolve_device(config.device)
     model = config.model
     q_net = build_q_network(model._target_, model.head, model.args, spec)
-    choose_learner(config.learner, q_net, device)
+    choose_learner(config.learner, q_net, device, config.compile)
     return config
 
 

@@ -127,6 +127,7 @@ def build_agent(
         TDLoss(double_q=c.algo.name == "ddqn", kind=c.loss, max_grad_norm=c.max_grad_norm),
         lr=c.lr,
         adam_eps=c.adam_eps,
+        compile=c.compile,
     )
     updater = make_target_updater(c.target.kind, target, online, c.target.period, c.target.tau)
     buffer = make_replay_buffer(

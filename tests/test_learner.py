@@ -227,3 +227,22 @@ def test_adam_state_round_trips_and_refuses_a_foreign_state():
         fresh.load_state_dict(torch_state)
     with pytest.raises(ValueError, match="parameter shapes"):
         Adam([torch.zeros(4)], lr=0.1).load_state_dict(state)
+
+
+def test_compiled_learner_matches_the_eager_one():
+    """compile=true (the GPU option) runs the same update; held equal here on the CPU."""
+    spec = EnvSpec((6,), "float32", 3)
+    nets = [mlp(spec, (16,), head="dueling") for _ in range(4)]  # online/target pairs
+    td = TDLoss(double_q=True, kind="huber", max_grad_norm=1.0)
+    eager = AutogradLearner(nets[0], nets[1], td, lr=1e-2)
+    compiled = AutogradLearner(nets[2], nets[3], td, lr=1e-2, compile=True)
+    for seed in range(6):
+        batch = random_batch(32, 6, 3, seed, n_step=True)
+        a, b = eager.update(batch), compiled.update(batch)
+        torch.testing.assert_close(a.td_errors, b.td_errors, rtol=1e-4, atol=1e-5)
+    for p, q in zip(nets[0].parameters(), nets[2].parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ConfigError, match="compile"):
+        make_learner(
+            "fast", nets[0], nets[1], torch.device("cpu"), td, lr=1e-3, adam_eps=1e-8, compile=True
+        )
