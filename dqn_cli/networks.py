@@ -157,7 +157,7 @@ class ConvQNet(nn.Module):
         # Channels-last (NHWC) weights and inputs: oneDNN on the CPU and cuDNN on GPUs pick
         # faster convolution kernels for it (bench.update_cost). Flatten still reads the
         # logical NCHW order, so the function computed is unchanged.
-        self.torso.to(memory_format=torch.channels_last)
+        self.torso.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # not in the stub
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.torso(x.contiguous(memory_format=torch.channels_last)))
