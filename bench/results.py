@@ -65,6 +65,12 @@ BENCHMARKS: tuple[Benchmark, ...] = (
         ("-m", "bench.peers", "--repeats", "1"),
     ),
     Benchmark(
+        "bench.atari_peers",
+        "dqn-train vs Stable-Baselines3 DQN on Atari Pong, whole processes, and one update",
+        ("-m", "bench.atari_peers", "--repeats", "2"),
+        ("-m", "bench.atari_peers", "--steps", "2000", "--repeats", "1", "--update-budget", "0.3"),
+    ),
+    Benchmark(
         "bench.buffers",
         "replay buffer operations, against a naive O(N) prioritized replay",
         ("-m", "bench.buffers"),

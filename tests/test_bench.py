@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import buffers, profile_step, results, update_cost
+from bench import atari_peers, buffers, profile_step, results, update_cost
 from bench.common import PACKAGES, cpu_model, package_version, train_config
 from bench.scenarios import SCENARIOS
 
@@ -86,6 +86,61 @@ def test_scenario_overrides_mean_what_the_peer_gets(name: str) -> None:
     assert config.loss == peer["loss"] and config.max_grad_norm == peer["max_grad_norm"]
     assert (config.torch_threads, config.num_envs, config.device) == (1, 1, "cpu")
     assert config.eval.every == config.total_steps  # one evaluation, at the end
+
+
+def test_atari_overrides_mean_what_the_peer_gets() -> None:
+    scenario = atari_peers.AtariScenario()
+    config = train_config(scenario.dqn_train_overrides(seed=0))
+    peer = scenario.sb3_settings()
+    assert (config.env.id, config.env.frame_stack) == (peer["env_id"], peer["frame_stack"])
+    assert (config.env.frame_skip, config.env.noop_max, config.env.sticky_actions) == (4, 30, 0.25)
+    assert config.model._target_ == "dqn_cli.networks.NatureCNN"
+    assert (config.total_steps, config.learning_starts) == (6000, peer["learning_starts"])
+    assert (config.batch_size, config.train_every, config.gradient_steps) == (32, 4, 1)
+    assert config.target.kind == "hard" and config.target.period == peer["target_period"]
+    assert config.buffer.kind == "uniform" and config.buffer.capacity == peer["buffer_size"]
+    assert (config.lr, config.lr_schedule, config.gamma) == (peer["lr"], "constant", peer["gamma"])
+    assert (
+        (config.exploration.end, config.exploration.steps)
+        == (0.01, 600)
+        == (
+            peer["eps_end"],
+            peer["eps_steps"],
+        )
+    )
+    assert (
+        (config.loss, config.max_grad_norm)
+        == ("huber", 10.0)
+        == (
+            peer["loss"],
+            peer["max_grad_norm"],
+        )
+    )
+    assert (config.eval.every, config.eval.episodes, config.eval.epsilon) == (6000, 1, 0.0)
+    assert not config.checkpoint.save_buffer
+
+
+def test_atari_peers_prints_both_tools_and_one_update(capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("stable_baselines3")
+    pytest.importorskip("ale_py")
+    tiny = ["--steps", "150", "--learning-starts", "64", "--repeats", "1"]
+    updates = ["--update-budget", "0.05", "--update-rounds", "1", "--update-replay", "64"]
+    assert atari_peers.main([*tiny, *updates]) == 0
+    out = capsys.readouterr().out
+    rows = {
+        cells[0]: cells[1:]
+        for line in out.splitlines()
+        if line.startswith("| ")
+        for cells in [[c.strip() for c in line.strip("|").split("|")]]
+    }
+    for tool in ("dqn-train", "SB3 DQN"):
+        runs_ok, wall_s, _, _, in_process_s, loop_s, _, eval_return, _ = rows[tool]
+        assert runs_ok == "1/1", out
+        assert 0 < float(loop_s) < float(in_process_s) < float(wall_s)
+        assert -21 <= float(eval_return) <= 21  # one whole game of Pong
+    assert "n/a, short run" in rows["dqn-train"][-1]
+    update = next(cells for what, cells in rows.items() if what.startswith("one update"))
+    assert float(update[1]) > 0 and float(update[2]) > 0
 
 
 def fake_benchmark(name: str, code: str) -> results.Benchmark:
