@@ -156,10 +156,7 @@ def compute_statistics(
     try:
         from rliable import library
     except ImportError:
-        raise StatisticsUnavailable(
-            "the IQM, probability of improvement and performance profile need rliable: "
-            + REPORT_EXTRA_HINT
-        ) from None
+        raise StatisticsUnavailable(f"rliable is not installed: {REPORT_EXTRA_HINT}") from None
     layout = _Layout.of(finals)
     present = layout.configs
     iqm: list[Interval | None] = [None] * len(finals)

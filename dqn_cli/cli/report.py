@@ -32,6 +32,14 @@ from dqn_cli.report_stats import DEFAULT_BOOTSTRAP_REPS
 PROG = "dqn-report"
 
 
+class ReportConsole(Console):
+    """rich's console, ending quietly with exit 0 when the reader goes away (``| head -1``);
+    rich's own handling exits 1."""
+
+    def on_broken_pipe(self) -> None:
+        quiet_broken_pipe()
+
+
 def _threshold(text: str) -> float | Literal["env"] | None:
     """A finite number; "env" for the env's reward threshold; "none" for no such column."""
     if text.lower() in ("env", "none"):
@@ -171,10 +179,10 @@ def print_report(console: Console, report: SweepReport, written: list[Path]) -> 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    console = Console()
+    console = ReportConsole()
     if not console.is_terminal:
         # Piped into a file or a CI log: no terminal to fit, so do not fold rows at 80 columns.
-        console = Console(width=200)
+        console = ReportConsole(width=200)
     try:
         report = build_report(
             args.sweep_dir,
@@ -191,10 +199,7 @@ def main(argv: list[str] | None = None) -> None:
         warn(f"skipped job: {line}")
     if report.statistics_missing:
         warn(f"no IQM, intervals or performance profile: {report.statistics_missing}")
-    try:
-        print_report(console, report, [outputs.markdown, outputs.csv, *outputs.plots])
-    except BrokenPipeError:  # dqn-report ... | head
-        quiet_broken_pipe()
+    print_report(console, report, [outputs.markdown, outputs.csv, *outputs.plots])
 
 
 if __name__ == "__main__":
