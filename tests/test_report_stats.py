@@ -10,7 +10,7 @@ import pytest
 from rliable import library, metrics
 
 from dqn_cli.cli.report import main
-from dqn_cli.report import build_report, write_report
+from dqn_cli.report import build_profile_figure, build_report, write_report
 from dqn_cli.report_stats import (
     DEFAULT_BOOTSTRAP_REPS,
     MIN_SEEDS_FOR_INTERVAL,
@@ -174,7 +174,7 @@ def test_baseline_is_matched_on_the_other_swept_keys(tmp_path):
 def test_a_baseline_that_matches_nothing_is_one_line_and_exit_2(
     replay_sweep, capfd, baseline, message
 ):
-    code, out, err = run_report(capfd, replay_sweep, "--baseline", baseline)
+    code, _, err = run_report(capfd, replay_sweep, "--baseline", baseline)
     assert code == 2
     assert err.startswith("dqn-report: error: ") and message in err
     assert len(err.strip().splitlines()) == 1
@@ -188,9 +188,9 @@ def test_several_envs_get_a_profile_panel_each_and_no_comparison_across_them(tmp
     assert [c.env for c in report.configs] == ["CartPole-v1", "Acrobot-v1"]
     outputs = write_report(report, tmp_path / "out")
     assert "performance_profile.png" in [p.name for p in outputs.plots]
-    from dqn_cli.report import build_profile_figure
-
-    profiles = [(c.label, p) for c, p in zip(report.configs, report.statistics.profiles)]
+    profiles = [
+        (c.label, p) for c, p in zip(report.configs, report.statistics.profiles, strict=True)
+    ]
     fig = build_profile_figure(profiles, [5, 5])
     assert [ax.get_xlabel() for ax in fig.axes] == [
         "final eval return \u03c4 (CartPole-v1)",
