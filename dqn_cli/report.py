@@ -173,6 +173,9 @@ def read_scalars(job_dir: Path) -> dict[str, Series]:
     files = sorted(job_dir.glob("events.out.tfevents.*"))
     if not files:
         return {}
+    for path in files:
+        if not path.is_file():  # a FIFO or a device would block the reader
+            raise RunDirError(path, "not a regular file")
     # Imported here: tensorboard's import is slow and only needed once events exist.
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -233,8 +236,15 @@ def load_job(job_dir: Path, sweep_dir: Path) -> Job:
     overrides = parse_overrides(load_overrides(job_dir))
     config = read_config(job_dir)
     env = config.get("env")
-    env_id = str(env["id"]) if isinstance(env, dict) and "id" in env else None
-    seed = overrides.get(SEED_KEY, str(config.get(SEED_KEY, "?")))
+    env_id = env.get("id") if isinstance(env, dict) else None
+    if not isinstance(env_id, str | None):
+        raise RunDirError(job_dir / ".hydra" / "config.yaml", f"env.id is {describe(env_id)}")
+    configured_seed = config.get(SEED_KEY, "?")
+    if not isinstance(configured_seed, int | str):
+        raise RunDirError(
+            job_dir / ".hydra" / "config.yaml", f"seed is {describe(configured_seed)}"
+        )
+    seed = overrides.get(SEED_KEY, str(configured_seed))
 
     summary: dict[str, Any] = {}
     error: str | None = None

@@ -55,14 +55,15 @@ def find_run_dirs(root: Path) -> list[Path]:
 
 
 def read_text(path: Path) -> str:
-    """A run dir's UTF-8 text file, whole; RunDirError if missing, empty, too big or not text."""
+    """A run dir's UTF-8 text file, whole; RunDirError if missing, not a regular file (a FIFO or
+    a device would block or never end), empty, too big or not text."""
     try:
+        if not path.is_file():
+            raise RunDirError(path, "missing" if not path.exists() else "not a regular file")
         size = path.stat().st_size
         if size > MAX_TEXT_BYTES:
             raise RunDirError(path, f"{size:,} bytes, more than a run dir's file ever holds")
         data = path.read_bytes()
-    except FileNotFoundError:
-        raise RunDirError(path, "missing") from None
     except OSError as exc:
         raise RunDirError(path, exc.strerror or type(exc).__name__) from None
     if not data.strip():
@@ -92,6 +93,8 @@ def read_json_object(path: Path) -> dict[str, Any]:
         loaded = json.loads(read_text(path))
     except ValueError as exc:
         raise RunDirError(path, f"not valid JSON ({exc})") from None
+    except RecursionError:
+        raise RunDirError(path, "nested too deeply to be a summary") from None
     if not isinstance(loaded, dict):
         raise RunDirError(path, f"holds {describe(loaded)}, not a JSON object")
     return loaded
@@ -103,6 +106,8 @@ def read_yaml(path: Path) -> Any:
     except yaml.YAMLError as exc:
         reason = " ".join(str(exc).split())
         raise RunDirError(path, f"not valid YAML ({reason})") from None
+    except RecursionError:
+        raise RunDirError(path, "nested too deeply to be Hydra's") from None
 
 
 def load_overrides(run_dir: Path) -> list[str]:
@@ -112,7 +117,10 @@ def load_overrides(run_dir: Path) -> list[str]:
     loaded = read_yaml(path)
     if not isinstance(loaded, list):
         raise RunDirError(path, f"holds {describe(loaded)}, not a list of overrides")
-    return [str(item) for item in loaded]
+    for item in loaded:
+        if not isinstance(item, str):
+            raise RunDirError(path, f"holds {describe(item)} where an override (text) belongs")
+    return loaded
 
 
 def read_overrides(run_dir: Path) -> list[str]:

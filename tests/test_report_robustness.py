@@ -3,6 +3,7 @@ skipped with one warning line naming its file and why, or, with nothing usable l
 line and exit code 2. Also `dqn-report SWEEP | head -1`."""
 
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -39,7 +40,9 @@ def write_events(job: Path) -> Path:
     return next(job.glob("events.out.tfevents.*"))
 
 
-# What a user may find in place of a file: (name, bytes or None for a directory)
+FIFO = b"<fifo>"  # stands for a named pipe: reading one would block for ever
+
+# What a user may find in place of a file: bytes, None for a directory, or FIFO
 CORRUPTIONS = {
     "a JSON list": b"[1, 2, 3]",
     "a JSON number": b"42",
@@ -51,7 +54,9 @@ CORRUPTIONS = {
     "truncated JSON": b'{"status": "comp',
     "YAML mapping": b"a: 1\nb: [2, 3]\n",
     "YAML garbage": b"- [unclosed\n  : :\n",
+    "deeply nested": b"[" * 100_000 + b"]" * 100_000,
     "a directory": None,
+    "a named pipe": FIFO,
 }
 
 
@@ -62,6 +67,8 @@ def corrupt(path: Path, content: bytes | None) -> None:
         path.unlink()
     if content is None:
         path.mkdir()
+    elif content == FIFO:
+        os.mkfifo(path)
     else:
         path.write_bytes(content)
 
@@ -72,12 +79,8 @@ def test_a_corrupt_file_skips_its_job_with_one_warning(tmp_path, capfd, name, ki
     sweep = write_sweep(tmp_path / "sweep", FINALS)
     corrupt(sweep / "1" / name, CORRUPTIONS[kind])
     code, out, err = run_report(capfd, sweep)
-    # [1, 2, 3] is a list of overrides ("1", "2", "3") and a YAML mapping a config (without an
-    # env): odd, but readable, so the job stays.
-    if (name, kind) in {
-        (".hydra/overrides.yaml", "a JSON list"),
-        (".hydra/config.yaml", "YAML mapping"),
-    }:
+    # A YAML mapping is a config (without an env): odd, but readable, so the job stays.
+    if (name, kind) == (".hydra/config.yaml", "YAML mapping"):
         assert code == 0 and err == "" and "4 jobs" in out
         return
     assert code == 0, err
@@ -116,10 +119,21 @@ def test_truncated_or_garbage_event_files_lose_curves_not_the_job(tmp_path, capf
     data = events[0].read_bytes()
     events[0].write_bytes(data[: len(data) // 2])  # killed mid-write
     events[1].write_bytes(b"\x00not an event file" * 20)
+    (sweep / "3" / "events.out.tfevents.0.host.1.0").write_bytes(b"")
     code, out, err = run_report(capfd, sweep, "--out", tmp_path / "out")
     assert code == 0 and err == ""
     assert "4 jobs, 2 configurations" in out
     assert (tmp_path / "out" / "train_return.png").is_file()  # jobs 0 (its first half) and 2
+
+
+def test_an_event_file_that_is_a_named_pipe_skips_its_job(tmp_path, capfd):
+    sweep = write_sweep(tmp_path / "sweep", FINALS)
+    os.mkfifo(sweep / "0" / "events.out.tfevents.0.host.1.0")
+    code, _, err = run_report(capfd, sweep)
+    assert code == 0
+    assert err == (
+        "dqn-report: warning: skipped job: 0/events.out.tfevents.0.host.1.0: not a regular file\n"
+    )
 
 
 def test_dirs_that_hold_no_job_are_not_jobs_and_an_empty_hydra_dir_is_skipped(tmp_path, capfd):
