@@ -134,7 +134,7 @@ class SweepReport:
     threshold: float | None
     threshold_source: str  # "--threshold", "reward threshold of CartPole-v1", or "none"
     skipped: list[str] = field(default_factory=list)  # per job left out: "FILE: why"
-    statistics: SweepStatistics | None = None  # None: rliable is not installed
+    statistics: SweepStatistics | None = None  # None: not asked for, or see statistics_missing
     baseline: str | None = None  # the --baseline overrides, e.g. "buffer=uniform"
     # configuration -> its baseline (None: no baseline shares its other swept values)
     baseline_of: dict[int, int | None] = field(default_factory=dict)

@@ -157,6 +157,10 @@ def compute_statistics(
         from rliable import library
     except ImportError:
         raise StatisticsUnavailable(f"rliable is not installed: {REPORT_EXTRA_HINT}") from None
+    except Exception as exc:  # e.g. arch 7 under pandas 3, which the extra's pin avoids
+        raise StatisticsUnavailable(
+            f"rliable fails to import ({type(exc).__name__}: {exc}): {REPORT_EXTRA_HINT}"
+        ) from None
     layout = _Layout.of(finals)
     present = layout.configs
     iqm: list[Interval | None] = [None] * len(finals)

@@ -215,6 +215,26 @@ def test_without_rliable_the_report_still_prints_and_says_what_to_install(
     assert code == 2 and "pip install -c constraints.txt -e '.[report]'" in err
 
 
+def test_a_broken_rliable_install_is_one_warning_line(replay_sweep, capfd, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def arch_under_pandas_3(name, *args, **kwargs):
+        if name == "rliable":
+            raise TypeError("deprecate_kwarg() missing 1 required positional argument")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", arch_under_pandas_3)
+    code, _, err = run_report(capfd, replay_sweep)
+    assert code == 0
+    assert err.splitlines() == [
+        "dqn-report: warning: no IQM, intervals or performance profile: rliable fails to import "
+        "(TypeError: deprecate_kwarg() missing 1 required positional argument): "
+        "pip install -c constraints.txt -e '.[report]'"
+    ]
+
+
 def test_bootstrap_reps_below_100_are_refused(replay_sweep, capfd):
     code, _, err = run_report(capfd, replay_sweep, "--bootstrap-reps", "10")
     assert code == 2 and "must be at least 100" in err
