@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import re
 from collections.abc import Sequence
@@ -19,12 +18,27 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import yaml
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from dqn_cli.rundirs import find_run_dirs, is_run_dir, read_overrides
+from dqn_cli.report_stats import (
+    MIN_SEEDS_FOR_INTERVAL,
+    Interval,
+    Profile,
+    StatisticsUnavailable,
+    SweepStatistics,
+    compute_statistics,
+)
+from dqn_cli.rundirs import (
+    RunDirError,
+    describe,
+    find_run_dirs,
+    is_run_dir,
+    load_overrides,
+    read_json_object,
+    read_yaml,
+)
 
 # Episodes per window for the running variance of episode return and for smoothing the
 # training-return curve; 20 is also the window of dqn-train's progress line.
@@ -38,6 +52,14 @@ MAX_LINES_PER_AXES = 6
 TRAIN_RETURN_TAG = "charts/episodic_return"
 EVAL_RETURN_TAG = "eval/return_mean"
 SEED_KEY = "seed"
+# summary.json fields the report reads as numbers (dqn_cli/training.py writes them).
+SUMMARY_NUMBERS = (
+    "final_eval_return_mean",
+    "best_eval_return_mean",
+    "total_steps",
+    "wall_seconds",
+    "steps_per_second",
+)
 
 
 class ReportError(Exception):
@@ -83,6 +105,8 @@ class ConfigStats:
     reached: int  # seeds whose evaluation reached the threshold
     wall_seconds: float | None  # mean across completed seeds
     steps_per_second: float | None  # mean across completed seeds
+    finals: np.ndarray  # each completed seed's final eval return
+    env: str  # the env id of its jobs
 
     @property
     def seeds(self) -> int:
@@ -109,6 +133,12 @@ class SweepReport:
     configs: list[ConfigStats]
     threshold: float | None
     threshold_source: str  # "--threshold", "reward threshold of CartPole-v1", or "none"
+    skipped: list[str] = field(default_factory=list)  # per job left out: "FILE: why"
+    statistics: SweepStatistics | None = None  # None: not asked for, or see statistics_missing
+    baseline: str | None = None  # the --baseline overrides, e.g. "buffer=uniform"
+    # configuration -> its baseline (None: no baseline shares its other swept values)
+    baseline_of: dict[int, int | None] = field(default_factory=dict)
+    statistics_missing: str | None = None  # why there are no statistics, one line
 
     @property
     def failed_jobs(self) -> list[Job]:
@@ -138,53 +168,97 @@ def _last_log_line(job_dir: Path) -> str | None:
 
 
 def read_scalars(job_dir: Path) -> dict[str, Series]:
-    """Every scalar in the job's TensorBoard event files, keyed by tag."""
-    if not any(job_dir.glob("events.out.tfevents.*")):
+    """Every scalar in the job's TensorBoard event files, keyed by tag. TensorBoard reads a
+    truncated or corrupt file up to its first bad record; RunDirError if it still fails."""
+    files = sorted(job_dir.glob("events.out.tfevents.*"))
+    if not files:
         return {}
+    for path in files:
+        if not path.is_file():  # a FIFO or a device would block the reader
+            raise RunDirError(path, "not a regular file")
     # Imported here: tensorboard's import is slow and only needed once events exist.
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+    # The whole dir, not file by file: a resumed run's second file supersedes the steps the
+    # first one logged after its last checkpoint, and the accumulator drops those.
     acc = EventAccumulator(str(job_dir), size_guidance={"scalars": 0})
-    acc.Reload()
+    try:
+        acc.Reload()
+        events = {tag: acc.Scalars(tag) for tag in acc.Tags().get("scalars", [])}
+    except Exception as exc:  # tensorboard raises its own types for what it cannot read
+        raise RunDirError(files[0], f"unreadable TensorBoard events ({exc})") from None
     scalars = {}
-    for tag in acc.Tags().get("scalars", []):
-        events = acc.Scalars(tag)
-        steps = np.array([e.step for e in events], dtype=np.int64)
-        values = np.array([e.value for e in events], dtype=np.float64)
+    for tag, tagged in events.items():
+        steps = np.array([e.step for e in tagged], dtype=np.int64)
+        values = np.array([e.value for e in tagged], dtype=np.float64)
         order = np.argsort(steps, kind="stable")
         scalars[tag] = Series(steps[order], values[order])
     return scalars
 
 
+def _preview(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def read_summary(path: Path) -> dict[str, Any]:
+    """summary.json, its numbers checked: RunDirError for a field of the wrong type or NaN."""
+    summary = read_json_object(path)
+    for key in SUMMARY_NUMBERS:
+        value = summary.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise RunDirError(path, f"{key} is {describe(value)} ({_preview(value)}), not a number")
+        if not math.isfinite(value):
+            raise RunDirError(path, f"{key} is {value}, not a finite number")
+    for key in ("status", "error"):
+        value = summary.get(key)
+        if value is not None and not isinstance(value, str):
+            raise RunDirError(path, f"{key} is {describe(value)}, not a string")
+    return summary
+
+
+def read_config(job_dir: Path) -> dict[str, Any]:
+    """The job's composed config; {} where Hydra wrote none (hydra.output_subdir=null)."""
+    path = job_dir / ".hydra" / "config.yaml"
+    if not path.exists():
+        return {}
+    config = read_yaml(path)
+    if not isinstance(config, dict):
+        raise RunDirError(path, f"holds {describe(config)}, not a mapping of config keys")
+    return config
+
+
 def load_job(job_dir: Path, sweep_dir: Path) -> Job:
-    """A job's overrides, config, summary.json and events; a missing summary means failed."""
-    hydra_dir = job_dir / ".hydra"
-    overrides = parse_overrides(read_overrides(job_dir))
-    config: dict[str, Any] = {}
-    try:
-        loaded = yaml.safe_load((hydra_dir / "config.yaml").read_text())
-        config = loaded if isinstance(loaded, dict) else {}
-    except (OSError, yaml.YAMLError):
-        pass
+    """A job's overrides, config, summary.json and events; a missing summary means failed.
+    RunDirError, naming the file, where one of them exists but cannot be used."""
+    overrides = parse_overrides(load_overrides(job_dir))
+    config = read_config(job_dir)
     env = config.get("env")
-    env_id = str(env["id"]) if isinstance(env, dict) and "id" in env else None
-    seed = overrides.get(SEED_KEY, str(config.get(SEED_KEY, "?")))
+    env_id = env.get("id") if isinstance(env, dict) else None
+    if not isinstance(env_id, str | None):
+        raise RunDirError(job_dir / ".hydra" / "config.yaml", f"env.id is {describe(env_id)}")
+    configured_seed = config.get(SEED_KEY, "?")
+    if not isinstance(configured_seed, int | str):
+        raise RunDirError(
+            job_dir / ".hydra" / "config.yaml", f"seed is {describe(configured_seed)}"
+        )
+    seed = overrides.get(SEED_KEY, str(configured_seed))
 
     summary: dict[str, Any] = {}
     error: str | None = None
-    try:
-        summary = json.loads((job_dir / "summary.json").read_text())
-    except FileNotFoundError:
+    summary_path = job_dir / "summary.json"
+    if summary_path.exists():
+        summary = read_summary(summary_path)
+        status = summary.get("status", "completed")
+        if status != "completed":
+            error = summary.get("error") or f"status {status}"
+    else:
         last = _last_log_line(job_dir)
         error = "no summary.json (killed, crashed or still running)" + (
             f"; last log line: {last}" if last else ""
         )
-    except (OSError, ValueError) as exc:
-        error = f"unreadable summary.json: {exc}"
-    if error is None:
-        status = str(summary.get("status", "completed"))
-        if status != "completed":
-            error = str(summary.get("error") or f"status {status}")
     name = str(job_dir.relative_to(sweep_dir)) if job_dir != sweep_dir else job_dir.name
     return Job(
         path=job_dir,
@@ -265,6 +339,8 @@ def aggregate(
         reached=len(reached_at),
         wall_seconds=_mean(collect("wall_seconds")),
         steps_per_second=_mean(collect("steps_per_second")),
+        finals=np.array(finals, dtype=np.float64),
+        env=", ".join(sorted({job.env_id or "unknown env" for job in jobs})),
     )
 
 
@@ -296,9 +372,71 @@ def default_threshold(jobs: Sequence[Job]) -> tuple[float | None, str]:
     return float(threshold), f"reward threshold of {env_id}"
 
 
-def build_report(sweep_dir: Path, threshold: float | Literal["env"] | None = "env") -> SweepReport:
+def parse_baseline(text: str) -> dict[str, str]:
+    """``"buffer=uniform target=soft"`` -> ``{"buffer": "uniform", "target": "soft"}``."""
+    pairs = {}
+    for item in text.split():
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value:
+            raise ReportError(
+                f"--baseline {text!r}: expected KEY=VALUE pairs such as buffer=uniform"
+            )
+        pairs[key] = value
+    if not pairs:
+        raise ReportError("--baseline is empty: give KEY=VALUE, e.g. --baseline buffer=uniform")
+    return pairs
+
+
+def match_baselines(
+    configs: Sequence[ConfigStats], swept_keys: Sequence[str], text: str
+) -> dict[int, int | None]:
+    """Each configuration's baseline: the configuration whose swept values match ``text`` and
+    equal its own on every other swept key (``--baseline buffer=uniform`` in a buffer x lr sweep
+    compares each lr's buffers with the same lr's uniform buffer); None where no configuration
+    matches so. The baselines themselves are not compared."""
+    wanted = parse_baseline(text)
+    for key, value in wanted.items():
+        if key not in swept_keys:
+            raise ReportError(
+                f"--baseline {key}={value}: {key} is not a swept key "
+                f"(swept: {', '.join(swept_keys) or 'seed only'})"
+            )
+        values = list(dict.fromkeys(c.swept[key] for c in configs))
+        if value not in values:
+            raise ReportError(
+                f"--baseline {key}={value}: no configuration has it ({key}: {', '.join(values)})"
+            )
+    others = [k for k in swept_keys if k not in wanted]
+    baselines = [
+        i for i, c in enumerate(configs) if all(c.swept[k] == v for k, v in wanted.items())
+    ]
+    pairs: dict[int, int | None] = {}
+    for i, config in enumerate(configs):
+        if i in baselines:
+            continue
+        pairs[i] = None
+        for b in baselines:
+            if all(configs[b].swept[k] == config.swept[k] for k in others):
+                if configs[b].env != config.env:
+                    raise ReportError(
+                        f"--baseline {text}: {config.label} ({config.env}) and its baseline "
+                        f"{configs[b].label} ({configs[b].env}) run different envs, whose "
+                        "returns are on different scales; compare configurations of one env"
+                    )
+                pairs[i] = b
+    return pairs
+
+
+def build_report(
+    sweep_dir: Path,
+    threshold: float | Literal["env"] | None = "env",
+    baseline: str | None = None,
+    bootstrap_reps: int | None = None,
+) -> SweepReport:
     """Read and aggregate a sweep. ``threshold``: an eval return for the steps-to-threshold
-    column, "env" for the env's registered reward threshold (if any), None for no column."""
+    column, "env" for the env's registered reward threshold (if any), None for no column.
+    ``baseline``: KEY=VALUE overrides naming the configuration(s) to compare the others with.
+    ``bootstrap_reps``: bootstrap replicates for the intervals; None: no statistics at all."""
     if not sweep_dir.exists():
         raise ReportError(f"{sweep_dir}: no such directory")
     if not sweep_dir.is_dir():
@@ -309,7 +447,16 @@ def build_report(sweep_dir: Path, threshold: float | Literal["env"] | None = "en
             f"{sweep_dir}: no dqn-train jobs found (no .hydra/overrides.yaml below it); "
             "pass a multirun sweep dir such as multirun/DATE/TIME"
         )
-    jobs = [load_job(d, sweep_dir) for d in job_dirs]
+    jobs, skipped = [], []
+    for job_dir in job_dirs:
+        try:
+            jobs.append(load_job(job_dir, sweep_dir))
+        except RunDirError as exc:
+            skipped.append(f"{_relative(exc.path, sweep_dir)}: {exc.reason}")
+    if not jobs:
+        raise ReportError(
+            f"{sweep_dir}: no job could be read ({len(skipped)} skipped; first: {skipped[0]})"
+        )
     if threshold == "env":
         threshold, source = default_threshold(jobs)
     else:
@@ -319,7 +466,30 @@ def build_report(sweep_dir: Path, threshold: float | Literal["env"] | None = "en
         aggregate(config_label(swept), swept, members, threshold)
         for swept, members in group_jobs(jobs, keys)
     ]
-    return SweepReport(sweep_dir, jobs, keys, configs, threshold, source)
+    report = SweepReport(sweep_dir, jobs, keys, configs, threshold, source, skipped)
+    if baseline is not None:
+        report.baseline = baseline
+        report.baseline_of = match_baselines(configs, keys, baseline)
+    if bootstrap_reps is not None:
+        try:
+            report.statistics = compute_statistics(
+                [c.finals for c in configs],
+                [c.env for c in configs],
+                [(i, b) for i, b in report.baseline_of.items() if b is not None],
+                reps=bootstrap_reps,
+            )
+        except StatisticsUnavailable as exc:
+            if baseline is not None:
+                raise ReportError(f"--baseline: {exc}") from None
+            report.statistics_missing = str(exc)
+    return report
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -341,12 +511,28 @@ def format_steps_to_threshold(stats: ConfigStats, threshold: float | None) -> st
     )
 
 
+IQM_COLUMN = "IQM [95% CI]"
+IMPROVEMENT_COLUMN = "P(better than baseline) [95% CI]"
+
+
+def format_interval(interval: Interval | None, seeds: int, spec: str = ".1f") -> str:
+    """``412.3 [398.0, 431.2]``; without the interval below MIN_SEEDS_FOR_INTERVAL seeds."""
+    if interval is None:
+        return "-"
+    point = format(interval.point, spec)
+    if seeds < MIN_SEEDS_FOR_INTERVAL:
+        plural = "s" if seeds != 1 else ""
+        return f"{point} (no CI: {seeds} seed{plural}, need {MIN_SEEDS_FOR_INTERVAL})"
+    return f"{point} [{format(interval.low, spec)}, {format(interval.high, spec)}]"
+
+
 def table_header(report: SweepReport) -> list[str]:
     threshold = "threshold" if report.threshold is None else f"{report.threshold:g}"
     return [
         *(report.swept_keys or ["config"]),
         "seeds",
         "final eval return",
+        *([IQM_COLUMN] if report.statistics else []),
         "best eval",
         f"steps to {threshold}",
         "wall time",
@@ -358,11 +544,14 @@ def table_header(report: SweepReport) -> list[str]:
 def table_rows(report: SweepReport) -> list[list[str]]:
     """One row of display strings per configuration, matching ``table_header``."""
     rows = []
-    for c in report.configs:
+    for i, c in enumerate(report.configs):
         names = [_short(v) for v in c.swept.values()] if report.swept_keys else [c.label]
         final = "-"
         if c.final_mean is not None:
             final = f"{c.final_mean:.1f} +- {_fmt(c.final_std)}"
+        iqm = []
+        if report.statistics:
+            iqm = [format_interval(report.statistics.iqm[i], c.finals.size)]
         if c.failed == 0:
             status = "ok"
         elif c.completed == 0:
@@ -374,11 +563,43 @@ def table_rows(report: SweepReport) -> list[list[str]]:
                 *names,
                 str(c.seeds),
                 final,
+                *iqm,
                 _fmt(c.best),
                 format_steps_to_threshold(c, report.threshold),
                 "-" if c.wall_seconds is None else f"{c.wall_seconds:.0f} s",
                 _fmt(c.steps_per_second, ",.0f"),
                 status,
+            ]
+        )
+    return rows
+
+
+def improvement_header() -> list[str]:
+    return ["configuration", "baseline", IMPROVEMENT_COLUMN, "seeds"]
+
+
+def improvement_rows(report: SweepReport) -> list[list[str]]:
+    """Per configuration compared with a baseline: the probability that a seed of it ends with a
+    higher final eval return than a seed of the baseline (ties count half)."""
+    rows = []
+    for i, b in report.baseline_of.items():
+        config = report.configs[i]
+        if b is None:
+            others = [
+                k for k in report.swept_keys if k not in parse_baseline(report.baseline or "")
+            ]
+            same = " ".join(f"{k}={config.swept[k]}" for k in others)
+            rows.append([config.label, f"none with {same}", "-", str(config.finals.size)])
+            continue
+        base = report.configs[b]
+        interval = report.statistics.improvement.get((i, b)) if report.statistics else None
+        seeds = min(config.finals.size, base.finals.size)
+        rows.append(
+            [
+                config.label,
+                base.label,
+                format_interval(interval, seeds, ".2f"),
+                f"{config.finals.size} vs {base.finals.size}",
             ]
         )
     return rows
@@ -394,6 +615,25 @@ def _md_cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
+def statistics_note(report: SweepReport) -> str:
+    """How the IQM and the probability of improvement are computed, in one paragraph."""
+    if report.statistics is None:
+        return f"No IQM or probability of improvement: {report.statistics_missing}."
+    return (
+        "IQM: interquartile mean of the seeds' final eval returns (the mean of the middle 50% "
+        f"of seeds), with a 95% stratified-bootstrap percentile interval (rliable, "
+        f"{report.statistics.reps} replicates, seeded); no interval below "
+        f"{MIN_SEEDS_FOR_INTERVAL} seeds, where a nominal 95% interval covers the true IQM far "
+        "less often than 95%."
+    )
+
+
+def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    lines = ["| " + " | ".join(_md_cell(h) for h in header) + " |", "|" + "---|" * len(header)]
+    lines.extend("| " + " | ".join(_md_cell(c) for c in row) + " |" for row in rows)
+    return lines
+
+
 def render_markdown(report: SweepReport, plots: Sequence[Path] = ()) -> str:
     n_failed = len(report.failed_jobs)
     lines = [
@@ -404,14 +644,22 @@ def render_markdown(report: SweepReport, plots: Sequence[Path] = ()) -> str:
         f"{', '.join(report.swept_keys) or 'seed only'}.",
         "Final eval return: mean +- std across seeds of each seed's last greedy evaluation. "
         "Best eval: the highest evaluation any seed reached.",
+        statistics_note(report),
         f"Steps to threshold: env steps to the first evaluation >= {_fmt(report.threshold, 'g')} "
         f"({report.threshold_source}), mean over the seeds that reached it (reached/completed).",
         "",
+        *_md_table(table_header(report), table_rows(report)),
     ]
-    header = table_header(report)
-    lines.append("| " + " | ".join(_md_cell(h) for h in header) + " |")
-    lines.append("|" + "---|" * len(header))
-    lines.extend("| " + " | ".join(_md_cell(c) for c in row) + " |" for row in table_rows(report))
+    if report.baseline is not None:
+        lines += [
+            "",
+            f"## Probability of improvement over {report.baseline}",
+            "",
+            "The probability that a seed of the configuration ends with a higher final eval "
+            "return than a seed of its baseline (ties count half); 0.5: no difference.",
+            "",
+            *_md_table(improvement_header(), improvement_rows(report)),
+        ]
     if report.failed_jobs:
         lines += ["", "## Failed jobs", "", "| job | overrides | reason |", "|---|---|---|"]
         for job in report.failed_jobs:
@@ -419,6 +667,9 @@ def render_markdown(report: SweepReport, plots: Sequence[Path] = ()) -> str:
             lines.append(
                 f"| {_md_cell(job.name)} | {_md_cell(overrides)} | {_md_cell(job.error or '')} |"
             )
+    if report.skipped:
+        lines += ["", "## Skipped jobs (unreadable files)", ""]
+        lines.extend(f"- {_md_cell(line)}" for line in report.skipped)
     if plots:
         lines += ["", "## Plots", ""]
         lines.extend(f"![{p.stem}]({p.name})" for p in plots)
@@ -426,7 +677,8 @@ def render_markdown(report: SweepReport, plots: Sequence[Path] = ()) -> str:
 
 
 def render_csv(report: SweepReport) -> str:
-    """One row per configuration with raw numbers (empty where there is none)."""
+    """One row per configuration with raw numbers (empty where there is none; intervals empty
+    below MIN_SEEDS_FOR_INTERVAL seeds)."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(
@@ -438,6 +690,13 @@ def render_csv(report: SweepReport) -> str:
             "failed",
             "final_eval_return_mean",
             "final_eval_return_std",
+            "iqm",
+            "iqm_ci_low",
+            "iqm_ci_high",
+            "baseline",
+            "p_improvement",
+            "p_improvement_ci_low",
+            "p_improvement_ci_high",
             "best_eval_return",
             "threshold",
             "steps_to_threshold",
@@ -451,7 +710,18 @@ def render_csv(report: SweepReport) -> str:
     def num(value: float | None) -> str:
         return "" if value is None or math.isnan(value) else repr(float(value))
 
-    for c in report.configs:
+    def interval(value: Interval | None, seeds: int) -> list[str]:
+        if value is None:
+            return ["", "", ""]
+        if seeds < MIN_SEEDS_FOR_INTERVAL:
+            return [num(value.point), "", ""]
+        return [num(value.point), num(value.low), num(value.high)]
+
+    stats = report.statistics
+    for i, c in enumerate(report.configs):
+        b = report.baseline_of.get(i)
+        base = report.configs[b] if b is not None else None
+        improvement = stats.improvement.get((i, b)) if stats and b is not None else None
         writer.writerow(
             [
                 c.label,
@@ -461,6 +731,9 @@ def render_csv(report: SweepReport) -> str:
                 c.failed,
                 num(c.final_mean),
                 num(c.final_std),
+                *interval(stats.iqm[i] if stats else None, c.finals.size),
+                base.label if base else "",
+                *interval(improvement, min(c.finals.size, base.finals.size) if base else 0),
                 num(c.best),
                 num(report.threshold),
                 num(c.steps_to_threshold),
@@ -643,8 +916,57 @@ def build_curve_figure(
     return fig
 
 
+PROFILE_STEM = "performance_profile"
+
+
+def build_profile_figure(profiles: Sequence[tuple[str, Profile]], seeds: Sequence[int]) -> Figure:
+    """Score distributions (rliable's performance profiles): per configuration, the fraction of
+    its seeds whose final eval return is above each tau, with its 95% bootstrap band; one panel
+    per env, since returns of different envs are on different scales."""
+    fig = Figure(layout="constrained")
+    FigureCanvasAgg(fig)
+    envs = list(dict.fromkeys(profile.env for _, profile in profiles))
+    fig.set_size_inches(8 if len(envs) == 1 else 5.5 * len(envs), 5)
+    axes = fig.subplots(1, len(envs), squeeze=False).ravel()
+    for ax, env in zip(axes, envs, strict=True):
+        for i, ((label, profile), n) in enumerate(zip(profiles, seeds, strict=True)):
+            if profile.env != env:
+                continue
+            color = f"C{i % 10}"
+            name = f"{label} ({n} seed{'s' if n != 1 else ''})"
+            ax.plot(
+                profile.taus,
+                profile.fraction,
+                color=color,
+                linewidth=1.6,
+                label=name,
+                drawstyle="steps-post",  # a fraction of seeds changes only at a seed's return
+            )
+            if n >= MIN_SEEDS_FOR_INTERVAL:
+                ax.fill_between(
+                    profile.taus,
+                    profile.low,
+                    profile.high,
+                    color=color,
+                    alpha=0.15,
+                    linewidth=0,
+                    step="post",
+                )
+        ax.set_xlabel(f"final eval return \u03c4 ({env})")
+        ax.set_ylabel("fraction of seeds with final return > \u03c4")
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="best")
+    fig.suptitle(
+        "Performance profile (score distribution) of the final eval return\n"
+        f"shaded: 95% stratified-bootstrap interval ({MIN_SEEDS_FOR_INTERVAL}+ seeds)",
+        fontsize=11,
+    )
+    return fig
+
+
 def write_plots(report: SweepReport, out_dir: Path) -> list[Path]:
-    """The three PNGs of the report; a plot no job has data for is skipped."""
+    """The PNGs of the report; a plot no job has data for is skipped."""
     written = []
     for stem, (kind, title, ylabel) in PLOTS.items():
         curves = [c for c in (config_curve(s, kind) for s in report.configs) if c is not None]
@@ -654,6 +976,17 @@ def write_plots(report: SweepReport, out_dir: Path) -> list[Path]:
         path = out_dir / f"{stem}.png"
         fig.savefig(path, dpi=110)
         written.append(path)
+    if report.statistics is not None:
+        drawn = [
+            ((c.label, profile), c.finals.size)
+            for c, profile in zip(report.configs, report.statistics.profiles, strict=True)
+            if profile is not None
+        ]
+        if drawn:
+            fig = build_profile_figure([d[0] for d in drawn], [d[1] for d in drawn])
+            path = out_dir / f"{PROFILE_STEM}.png"
+            fig.savefig(path, dpi=110)
+            written.append(path)
     return written
 
 

@@ -154,7 +154,11 @@ def test_nine_configurations_are_drawn_as_small_multiples(grid_sweep, tmp_path):
     assert visible[0].get_shared_x_axes().joined(visible[0], visible[8])
     assert fig._suptitle is not None and "Training return" in fig._suptitle.get_text()
     outputs = write_report(report, tmp_path / "out")
-    assert len(outputs.plots) == 3
+    assert [p.name for p in outputs.plots] == [
+        "train_return.png",
+        "eval_return.png",
+        "return_variance.png",
+    ]  # no performance profile: build_report computes statistics only when asked
 
 
 def test_few_configurations_share_one_axes_with_a_legend_of_swept_values():
@@ -230,5 +234,8 @@ def test_out_dir_is_created_and_threshold_none_drops_the_column(grid_sweep, run_
         "train_return.png",
         "eval_return.png",
         "return_variance.png",
+        "performance_profile.png",
     }
     assert "steps to threshold" in done.stdout
+    # 2 seeds per configuration: an IQM, but too few seeds for an interval.
+    assert "no CI: 2 seeds, need 5" in done.stdout

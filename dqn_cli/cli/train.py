@@ -238,6 +238,11 @@ def run_hydra(argv: list[str], plan: ResumePlan | None) -> None:
 
 def main() -> None:
     args = sys.argv[1:]
+    if "-sc" in args or "--shell-completion" in args:
+        # Hydra's shell completion: its install=bash / query=bash are no config overrides, and
+        # the line being completed (COMP_LINE) is Hydra's to parse.
+        run_hydra(args, None)
+        return
     if "-h" in args or "--help" in args:
         from dqn_cli.cli.keys import render_help
         from dqn_cli.cli.output import print_output
