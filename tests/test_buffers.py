@@ -8,6 +8,7 @@ from dqn_cli.buffers import (
     TransitionStorage,
     make_replay_buffer,
 )
+from dqn_cli.buffers.storage import LiveSlots
 from dqn_cli.buffers.sum_tree import SumTree
 
 
@@ -83,7 +84,7 @@ def test_prioritized_sampling_is_stratified():
     rng = np.random.default_rng(1)
     sampler = PrioritizedSampler(8, alpha=1.0, eps=1e-6)
     sampler.on_add(np.arange(8))  # equal priorities: each of 8 strata maps to one item
-    slots, weights = sampler.sample(8, 8, np.arange(8), rng, beta=0.5)
+    slots, weights = sampler.sample(8, LiveSlots(8, 0, 8), np.arange(8), rng, beta=0.5)
     assert slots.tolist() == list(range(8))
     assert weights == pytest.approx(np.ones(8))
 
