@@ -180,11 +180,12 @@ def test_identical_batches_when_every_hash_collides(monkeypatch):
     # Equality of bytes decides, the hash only narrows the search: with one hash for all
     # frames nothing is shared wrongly (it only shares less).
     monkeypatch.setattr(FrameStackStorage, "_hash", lambda self, f: np.zeros(len(f), np.uint64))
-    naive, frames = buffer_pair("per", capacity=100, seed=3)
+    naive, frames = buffer_pair("per", capacity=50, seed=3)  # small: sharing less evicts early
     td_rng = np.random.default_rng(2)
     for args in transitions(2, 200, 2, seed=5):
         naive.add(*args)
         frames.add(*args)
+        assert frames.storage.size == naive.storage.size
         if len(naive) >= 16:
             train_step([naive, frames], td_rng)
 
@@ -360,3 +361,17 @@ def test_a_million_atari_transitions_cost_about_one_frame_each():
 def test_frame_stack_must_match_the_observation():
     with pytest.raises(ValueError, match="frame_stack=4"):
         make_storage(10, (3, 84, 84), np.dtype(np.uint8), 4)
+
+
+def test_memory_benchmark_fills_and_saves_a_small_atari_replay():
+    from bench.replay_memory import FRAME_BYTES, child_fill
+
+    result = child_fill("frames", 1500, 2, save=True)
+    assert result["size"] == 1500
+    assert result["frames"] < 1.01 * 1500  # one new frame per transition, one per episode
+    # The file holds the written frames once, plus the small per-transition arrays.
+    assert (
+        result["frames"] * FRAME_BYTES
+        < result["file_bytes"]
+        < (result["frames"] + 20) * FRAME_BYTES
+    )

@@ -55,8 +55,9 @@ _REFS = np.dtype(np.int32)
 
 
 def _rows_per_write(capacity: int, frame_stack: int, window: int) -> int:
-    """Transitions written per step of ``add``: their new frames fit within ``window``."""
-    return max(1, min(capacity, window // (2 * frame_stack)))
+    """Transitions written per step of ``add``: their new frames (at most 2 stacks each) take
+    at most a quarter of ``window``, which bounds the slack the frame ring needs for them."""
+    return max(1, min(capacity, window // (8 * frame_stack)))
 
 
 def frame_ring_size(capacity: int, frame_stack: int, window: int = DEFAULT_WINDOW) -> int:
@@ -204,12 +205,14 @@ class FrameStackStorage:
 
         # Within the batch, a frame shares the entry of the first frame with its hash, unless
         # its bytes differ (a hash collision): then it is an entry of its own.
-        _, first, inverse = np.unique(hashes, return_index=True, return_inverse=True)
-        owner = first[inverse.reshape(-1)]
-        shared = np.flatnonzero(owner != np.arange(len(owner)))
+        first_with: dict[int, int] = {}
+        owner = np.array([first_with.setdefault(h, i) for i, h in enumerate(hashes.tolist())])
+        index = np.arange(len(owner))
+        shared = np.flatnonzero(owner != index)
         differs = shared[(frames[shared] != frames[owner[shared]]).any(axis=1)]
         owner[differs] = differs
-        entries, entry_of_frame = np.unique(owner, return_inverse=True)
+        entries = np.flatnonzero(owner == index)  # ascending, so owners are found by search
+        entry_of_frame = np.searchsorted(entries, owner)
 
         # Reuse a frame written within the window whose bytes are equal; the rest are new.
         start = self.frame_count
@@ -229,7 +232,7 @@ class FrameStackStorage:
         self.frame_count = start + len(new)
         self._remember(entry_hashes[new], serials[new])
 
-        refs = ring[entry_of_frame.reshape(-1)].astype(_REFS).reshape(2, n, self.frame_stack)
+        refs = ring[entry_of_frame].astype(_REFS).reshape(2, n, self.frame_stack)
         slots = ring_slots(self.cursor, n, self.capacity)
         self.obs_refs[slots] = refs[0]
         self.next_obs_refs[slots] = refs[1]
