@@ -119,3 +119,26 @@ def test_no_replay_trains_on_exactly_the_newest_transitions():
     assert isinstance(buffer.sampler, LatestSampler)
     fill(buffer, 10)
     assert buffer.sample(4).rewards.tolist() == [6, 7, 8, 9]
+
+
+@pytest.mark.parametrize("damage", ["missing", "shape", "dtype", "size", "cursor"])
+def test_damaged_transition_state_is_refused(damage):
+    storage = TransitionStorage(8, (2,), np.dtype("float32"))
+    fill_storage = make_replay_buffer(
+        "uniform", 8, (2,), np.dtype("float32"), np.random.default_rng(0), torch.device("cpu")
+    )
+    fill(fill_storage, 5)
+    state = fill_storage.storage.state_dict()
+    if damage == "missing":
+        del state["discounts"]
+    elif damage == "shape":
+        state["obs"] = state["obs"][:, :1]
+    elif damage == "dtype":
+        state["actions"] = state["actions"].int()
+    elif damage == "size":
+        state["size"] = 9
+    else:
+        state["cursor"] = 2  # 5 stored in a ring of 8: the next slot is 5
+    with pytest.raises(ValueError):
+        storage.load_state_dict(state)
+    assert storage.size == 0

@@ -37,10 +37,12 @@ from dqn_cli.buffers.storage import (
     Layout,
     allocate,
     newest_slots,
+    read_scalars,
     ring_slots,
     state_array,
     state_int,
     tensor_view,
+    write_scalars,
 )
 
 # Frames a new frame is compared with. Consecutive stacks of one env share frames written at
@@ -237,10 +239,7 @@ class FrameStackStorage:
         self.obs_refs[slots] = refs[0]
         self.next_obs_refs[slots] = refs[1]
         self.written_at[slots] = start
-        self.actions[slots] = actions
-        self.rewards[slots] = rewards
-        self.terminated[slots] = terminated
-        self.discounts[slots] = discounts
+        write_scalars(self, slots, actions, rewards, terminated, discounts)
         self.cursor = (self.cursor + n) % self.capacity
         self.size = min(self.size + n, self.capacity)
         self.filled = min(self.filled + n, self.capacity)
@@ -279,14 +278,8 @@ class FrameStackStorage:
 
     def gather(self, slots: np.ndarray) -> Gathered:
         """The transitions in ``slots``: obs, next_obs, actions, rewards, terminated, discounts."""
-        return (
-            self.frames[self.obs_refs[slots]],
-            self.frames[self.next_obs_refs[slots]],
-            self.actions[slots],
-            self.rewards[slots],
-            self.terminated[slots],
-            self.discounts[slots],
-        )
+        obs, next_obs = self.frames[self.obs_refs[slots]], self.frames[self.next_obs_refs[slots]]
+        return (obs, next_obs, *read_scalars(self, slots))
 
     def newest(self, n: int) -> np.ndarray:
         """Slots of the ``n`` most recently written live transitions, oldest first."""

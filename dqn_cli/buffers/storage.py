@@ -109,6 +109,30 @@ def newest_slots(cursor: int, size: int, capacity: int, n: int) -> np.ndarray:
     return (cursor - n + np.arange(n)) % capacity
 
 
+def write_scalars(
+    storage: object,
+    slots: slice | np.ndarray,
+    actions: np.ndarray,
+    rewards: np.ndarray,
+    terminated: np.ndarray,
+    discounts: np.ndarray | float,
+) -> None:
+    """Write the ``SCALAR_DTYPES`` arrays of ``storage`` at ``slots``."""
+    values = (actions, rewards, terminated, discounts)
+    for name, value in zip(SCALAR_DTYPES, values, strict=True):
+        getattr(storage, name)[slots] = value
+
+
+def read_scalars(
+    storage: object, slots: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """actions, rewards, terminated and discounts of ``storage`` at ``slots``."""
+    actions, rewards, terminated, discounts = (
+        getattr(storage, name)[slots] for name in SCALAR_DTYPES
+    )
+    return actions, rewards, terminated, discounts
+
+
 def state_int(state: dict[str, Any], key: str, low: int, high: int, what: str) -> int:
     """``state[key]`` as an int in [low, high]; ValueError (one line) otherwise."""
     if key not in state:
@@ -223,24 +247,14 @@ class TransitionStorage:
         slots = ring_slots(self.cursor, n, self.capacity)
         self.obs[slots] = obs
         self.next_obs[slots] = next_obs
-        self.actions[slots] = actions
-        self.rewards[slots] = rewards
-        self.terminated[slots] = terminated
-        self.discounts[slots] = discounts
+        write_scalars(self, slots, actions, rewards, terminated, discounts)
         self.cursor = (self.cursor + n) % self.capacity
         self.size = min(self.size + n, self.capacity)
         return slots
 
     def gather(self, slots: np.ndarray) -> Gathered:
         """The transitions in ``slots``: obs, next_obs, actions, rewards, terminated, discounts."""
-        return (
-            self.obs[slots],
-            self.next_obs[slots],
-            self.actions[slots],
-            self.rewards[slots],
-            self.terminated[slots],
-            self.discounts[slots],
-        )
+        return (self.obs[slots], self.next_obs[slots], *read_scalars(self, slots))
 
     def newest(self, n: int) -> np.ndarray:
         """Slots of the ``n`` most recently written transitions, oldest first."""
