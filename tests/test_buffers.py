@@ -124,11 +124,11 @@ def test_no_replay_trains_on_exactly_the_newest_transitions():
 @pytest.mark.parametrize("damage", ["missing", "shape", "dtype", "size", "cursor"])
 def test_damaged_transition_state_is_refused(damage):
     storage = TransitionStorage(8, (2,), np.dtype("float32"))
-    fill_storage = make_replay_buffer(
+    source = make_replay_buffer(
         "uniform", 8, (2,), np.dtype("float32"), np.random.default_rng(0), torch.device("cpu")
     )
-    fill(fill_storage, 5)
-    state = fill_storage.storage.state_dict()
+    fill(source, 5)
+    state = source.storage.state_dict()
     if damage == "missing":
         del state["discounts"]
     elif damage == "shape":
