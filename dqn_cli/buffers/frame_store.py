@@ -201,9 +201,9 @@ class FrameStackStorage:
     ) -> slice | np.ndarray:
         n, ring_size = len(actions), self.frame_capacity
         # Every frame of the batch as a row of bytes: the obs stacks, then the next_obs stacks.
-        frames = np.concatenate((obs, next_obs)).reshape(2 * n * self.frame_stack, -1)
-        frames = frames.view(np.uint8)
-        hashes = self._hash(frames)
+        incoming = np.concatenate((obs, next_obs)).reshape(2 * n * self.frame_stack, -1)
+        incoming = incoming.view(np.uint8)
+        hashes = self._hash(incoming)
 
         # Within the batch, a frame shares the entry of the first frame with its hash, unless
         # its bytes differ (a hash collision): then it is an entry of its own.
@@ -211,7 +211,7 @@ class FrameStackStorage:
         owner = np.array([first_with.setdefault(h, i) for i, h in enumerate(hashes.tolist())])
         index = np.arange(len(owner))
         shared = np.flatnonzero(owner != index)
-        differs = shared[(frames[shared] != frames[owner[shared]]).any(axis=1)]
+        differs = shared[(incoming[shared] != incoming[owner[shared]]).any(axis=1)]
         owner[differs] = differs
         entries = np.flatnonzero(owner == index)  # ascending, so owners are found by search
         entry_of_frame = np.searchsorted(entries, owner)
@@ -223,14 +223,14 @@ class FrameStackStorage:
         candidates = np.flatnonzero(serials >= start - self.window)
         stored = self._frame_bytes[serials[candidates] % ring_size]
         found = np.zeros(len(entries), dtype=bool)
-        found[candidates[(stored == frames[entries[candidates]]).all(axis=1)]] = True
+        found[candidates[(stored == incoming[entries[candidates]]).all(axis=1)]] = True
         serials[~found] = -1
         new = np.flatnonzero(serials < 0)
         # Transitions referencing a frame these writes overwrite die first (see module doc).
         self._evict_written_before(start + len(new) - ring_size + self.window)
         serials[new] = start + np.arange(len(new))
         ring = serials % ring_size
-        self._frame_bytes[ring[new]] = frames[entries[new]]
+        self._frame_bytes[ring[new]] = incoming[entries[new]]
         self.frame_count = start + len(new)
         self._remember(entry_hashes[new], serials[new])
 
