@@ -129,6 +129,7 @@ def measure(capacity: int, budget_s: float, repeats: int) -> list[list[object]]:
     one = transitions(1, rng)
     td_errors = torch.from_numpy(rng.exponential(1.0, 64).astype(np.float32))
     storage = uniform.storage  # the floor: indexing the preallocated arrays, nothing else
+    assert isinstance(storage, TransitionStorage)
 
     def floor_sample() -> object:
         slots = rng.integers(0, capacity, size=128)
