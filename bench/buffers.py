@@ -31,6 +31,7 @@ from bench.common import (
     verdict,
 )
 from dqn_cli.buffers import ReplayBuffer, TransitionStorage, make_replay_buffer
+from dqn_cli.buffers.storage import LiveSlots
 
 OBS_SHAPE = (4,)
 OBS_DTYPE = np.dtype(np.float32)
@@ -58,14 +59,18 @@ class NaivePrioritizedSampler:
         self.priorities[slots] = self.priorities[: self.size].max() if self.size else 1.0
         self.size = min(self.size + added, len(self.priorities))
 
+    def on_evict(self, slots: np.ndarray) -> None:
+        pass  # TransitionStorage only overwrites
+
     def sample(
         self,
         batch_size: int,
-        size: int,
+        live: LiveSlots,
         newest: np.ndarray,
         rng: np.random.Generator,
         beta: float,
     ) -> tuple[np.ndarray, np.ndarray]:
+        size = live.size  # TransitionStorage: the live slots are 0..size-1
         scaled = self.priorities[:size] ** self.alpha
         probs = scaled / scaled.sum()
         slots = rng.choice(size, batch_size, p=probs)
@@ -124,6 +129,7 @@ def measure(capacity: int, budget_s: float, repeats: int) -> list[list[object]]:
     one = transitions(1, rng)
     td_errors = torch.from_numpy(rng.exponential(1.0, 64).astype(np.float32))
     storage = uniform.storage  # the floor: indexing the preallocated arrays, nothing else
+    assert isinstance(storage, TransitionStorage)
 
     def floor_sample() -> object:
         slots = rng.integers(0, capacity, size=128)

@@ -71,13 +71,14 @@ class Captured(logging.Handler):
 
 def dtype_check() -> list[str]:
     """Storage keeps the env's observation dtype: uint8 frames stay 1 byte per pixel."""
-    from dqn_cli.buffers import make_replay_buffer
+    from dqn_cli.buffers import TransitionStorage, make_replay_buffer
 
     lines = []
     rng, cpu = np.random.default_rng(0), torch.device("cpu")
     for shape, dtype in [((4,), np.float32), ((84, 84, 4), np.uint8)]:
         buffer = make_replay_buffer("uniform", 1000, shape, np.dtype(dtype), rng, cpu)
         storage = buffer.storage
+        assert isinstance(storage, TransitionStorage)
         lines.append(
             f"# dtype check: obs {shape} {np.dtype(dtype).name} -> stored as "
             f"{storage.obs.dtype.name}, {storage.nbytes / 1000:,.1f} bytes per transition"

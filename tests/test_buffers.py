@@ -8,6 +8,7 @@ from dqn_cli.buffers import (
     TransitionStorage,
     make_replay_buffer,
 )
+from dqn_cli.buffers.storage import LiveSlots
 from dqn_cli.buffers.sum_tree import SumTree
 
 
@@ -83,7 +84,7 @@ def test_prioritized_sampling_is_stratified():
     rng = np.random.default_rng(1)
     sampler = PrioritizedSampler(8, alpha=1.0, eps=1e-6)
     sampler.on_add(np.arange(8))  # equal priorities: each of 8 strata maps to one item
-    slots, weights = sampler.sample(8, 8, np.arange(8), rng, beta=0.5)
+    slots, weights = sampler.sample(8, LiveSlots(8, 0, 8), np.arange(8), rng, beta=0.5)
     assert slots.tolist() == list(range(8))
     assert weights == pytest.approx(np.ones(8))
 
@@ -118,3 +119,26 @@ def test_no_replay_trains_on_exactly_the_newest_transitions():
     assert isinstance(buffer.sampler, LatestSampler)
     fill(buffer, 10)
     assert buffer.sample(4).rewards.tolist() == [6, 7, 8, 9]
+
+
+@pytest.mark.parametrize("damage", ["missing", "shape", "dtype", "size", "cursor"])
+def test_damaged_transition_state_is_refused(damage):
+    storage = TransitionStorage(8, (2,), np.dtype("float32"))
+    source = make_replay_buffer(
+        "uniform", 8, (2,), np.dtype("float32"), np.random.default_rng(0), torch.device("cpu")
+    )
+    fill(source, 5)
+    state = source.storage.state_dict()
+    if damage == "missing":
+        del state["discounts"]
+    elif damage == "shape":
+        state["obs"] = state["obs"][:, :1]
+    elif damage == "dtype":
+        state["actions"] = state["actions"].int()
+    elif damage == "size":
+        state["size"] = 9
+    else:
+        state["cursor"] = 2  # 5 stored in a ring of 8: the next slot is 5
+    with pytest.raises(ValueError):
+        storage.load_state_dict(state)
+    assert storage.size == 0

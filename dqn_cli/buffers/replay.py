@@ -8,8 +8,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from dqn_cli.buffers.frame_store import FrameStackStorage
 from dqn_cli.buffers.samplers import LatestSampler, PrioritizedSampler, Sampler, UniformSampler
-from dqn_cli.buffers.storage import TransitionStorage
+from dqn_cli.buffers.storage import LiveSlots, Storage, TransitionStorage, layout_nbytes
 
 
 @dataclass(frozen=True)
@@ -27,7 +28,7 @@ class Batch:
 class ReplayBuffer:
     def __init__(
         self,
-        storage: TransitionStorage,
+        storage: Storage,
         sampler: Sampler,
         rng: np.random.Generator,
         device: torch.device,
@@ -52,24 +53,28 @@ class ReplayBuffer:
         """Store transitions; ``discounts`` is gamma^k per transition (a scalar for all)."""
         slots = self.storage.add(obs, actions, rewards, next_obs, terminated, discounts)
         self.sampler.on_add(slots)
+        evicted = self.storage.pop_evicted()
+        if len(evicted):
+            self.sampler.on_evict(evicted)
 
     def sample(self, batch_size: int, beta: float = 1.0) -> Batch:
         """A training batch; ``beta`` is the importance-sampling exponent (prioritized only)."""
         s = self.storage
         slots, weights = self.sampler.sample(
-            batch_size, s.size, s.newest(batch_size), self.rng, beta
+            batch_size, LiveSlots.of(s), s.newest(batch_size), self.rng, beta
         )
+        obs, next_obs, actions, rewards, terminated, discounts = s.gather(slots)
 
         def tensor(array: np.ndarray) -> torch.Tensor:
             return torch.from_numpy(array).to(self.device, non_blocking=True)
 
         return Batch(
-            obs=tensor(s.obs[slots]),
-            actions=tensor(s.actions[slots]),
-            rewards=tensor(s.rewards[slots]),
-            next_obs=tensor(s.next_obs[slots]),
-            terminated=tensor(s.terminated[slots]),
-            discounts=tensor(s.discounts[slots]),
+            obs=tensor(obs),
+            actions=tensor(actions),
+            rewards=tensor(rewards),
+            next_obs=tensor(next_obs),
+            terminated=tensor(terminated),
+            discounts=tensor(discounts),
             weights=tensor(weights),
             slots=slots,
         )
@@ -82,8 +87,13 @@ class ReplayBuffer:
         return {"storage": self.storage.state_dict(), "sampler": self.sampler.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        for key in ("storage", "sampler"):
+            if not isinstance(state.get(key), dict):
+                raise ValueError(f"replay state has no {key!r} dict")
         self.storage.load_state_dict(state["storage"])
         self.sampler.load_state_dict(state["sampler"])
+        # Whatever the saved priorities say, a slot without a live transition is never drawn.
+        self.sampler.on_evict(LiveSlots.of(self.storage).dead())
 
 
 def make_sampler(kind: str, capacity: int, alpha: float, eps: float) -> Sampler:
@@ -106,6 +116,38 @@ def make_replay_buffer(
     device: torch.device,
     alpha: float = 0.6,
     eps: float = 1e-6,
+    frame_stack: int = 1,
 ) -> ReplayBuffer:
-    storage = TransitionStorage(capacity, obs_shape, obs_dtype)
+    """A replay buffer; ``frame_stack`` > 1 stores each frame of stacked observations once."""
+    storage = make_storage(capacity, obs_shape, obs_dtype, frame_stack)
     return ReplayBuffer(storage, make_sampler(kind, capacity, alpha, eps), rng, device)
+
+
+def _check_frame_stack(obs_shape: tuple[int, ...], frame_stack: int) -> bool:
+    """Whether observations are ``frame_stack``-frame stacks (leading axis); refuse a mismatch."""
+    if frame_stack < 1:
+        raise ValueError(f"frame_stack must be >= 1, got {frame_stack}")
+    if frame_stack > 1 and (len(obs_shape) < 2 or obs_shape[0] != frame_stack):
+        raise ValueError(
+            f"frame_stack={frame_stack} needs observations of shape ({frame_stack}, *frame), "
+            f"got {tuple(obs_shape)}"
+        )
+    return frame_stack > 1
+
+
+def make_storage(
+    capacity: int, obs_shape: tuple[int, ...], obs_dtype: np.dtype, frame_stack: int = 1
+) -> Storage:
+    """Frame-stack storage for stacked frames, else one (obs, next_obs) pair per transition."""
+    if _check_frame_stack(obs_shape, frame_stack):
+        return FrameStackStorage(capacity, obs_shape, obs_dtype)
+    return TransitionStorage(capacity, obs_shape, obs_dtype)
+
+
+def storage_nbytes(
+    capacity: int, obs_shape: tuple[int, ...], obs_dtype: np.dtype, frame_stack: int = 1
+) -> int:
+    """Bytes ``make_storage`` with these arguments allocates, computed without allocating."""
+    if _check_frame_stack(obs_shape, frame_stack):
+        return layout_nbytes(FrameStackStorage.layout(capacity, obs_shape, np.dtype(obs_dtype)))
+    return layout_nbytes(TransitionStorage.layout(capacity, obs_shape, np.dtype(obs_dtype)))

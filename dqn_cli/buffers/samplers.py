@@ -11,22 +11,28 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from dqn_cli.buffers.storage import LiveSlots, state_array
+
 
 class Sampler(Protocol):
     def on_add(self, slots: slice | np.ndarray) -> None: ...
 
+    def on_evict(self, slots: np.ndarray) -> None:
+        """``slots`` no longer hold live transitions: never draw them."""
+        ...
+
     def sample(
         self,
         batch_size: int,
-        size: int,
+        live: LiveSlots,
         newest: np.ndarray,
         rng: np.random.Generator,
         beta: float,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Return (slots, importance weights).
 
-        ``newest``: slots of the latest transitions; ``beta``: importance-sampling exponent
-        (only prioritized sampling uses it).
+        ``live``: which slots hold transitions; ``newest``: slots of the latest transitions;
+        ``beta``: importance-sampling exponent (only prioritized sampling uses it).
         """
         ...
 
@@ -41,6 +47,9 @@ class _UnweightedSampler:
     """Samplers without state: unit weights, priority updates ignored, nothing to save."""
 
     def on_add(self, slots: slice | np.ndarray) -> None:
+        pass
+
+    def on_evict(self, slots: np.ndarray) -> None:
         pass
 
     def update_priorities(self, slots: np.ndarray, td_errors: torch.Tensor) -> None:
@@ -59,12 +68,13 @@ class UniformSampler(_UnweightedSampler):
     def sample(
         self,
         batch_size: int,
-        size: int,
+        live: LiveSlots,
         newest: np.ndarray,
         rng: np.random.Generator,
         beta: float,
     ) -> tuple[np.ndarray, np.ndarray]:
-        return rng.integers(0, size, size=batch_size), np.ones(batch_size, dtype=np.float32)
+        positions = rng.integers(0, live.size, size=batch_size)
+        return live.slots(positions), np.ones(batch_size, dtype=np.float32)
 
 
 class LatestSampler(_UnweightedSampler):
@@ -73,7 +83,7 @@ class LatestSampler(_UnweightedSampler):
     def sample(
         self,
         batch_size: int,
-        size: int,
+        live: LiveSlots,
         newest: np.ndarray,
         rng: np.random.Generator,
         beta: float,
@@ -99,14 +109,18 @@ class PrioritizedSampler:
         self.alpha = alpha
         self.eps = eps
         self.max_priority = 1.0  # stored as p^alpha, the value kept in the tree
-        self.pending: list[np.ndarray] = []
+        # (slots, evicted) in arrival order: new ones get the max priority, evicted ones 0.
+        self.pending: list[tuple[np.ndarray, bool]] = []
 
     def on_add(self, slots: slice | np.ndarray) -> None:
         # New transitions wait here and enter the tree in one vectorized write at the next
         # sample or update: one tree walk per training round instead of one per env step.
         self.pending.append(
-            np.arange(slots.start, slots.stop) if isinstance(slots, slice) else slots
+            (np.arange(slots.start, slots.stop) if isinstance(slots, slice) else slots, False)
         )
+
+    def on_evict(self, slots: np.ndarray) -> None:
+        self.pending.append((slots, True))
 
     def priorities(self, slots: np.ndarray) -> np.ndarray:
         """Current p^alpha of ``slots`` (new transitions included)."""
@@ -115,20 +129,26 @@ class PrioritizedSampler:
 
     def _flush(self) -> None:
         if self.pending:
-            slots = np.concatenate(self.pending)
+            slots = np.concatenate([s for s, _ in self.pending])
+            priorities = np.concatenate(
+                [
+                    np.full(len(s), 0.0 if evicted else self.max_priority)
+                    for s, evicted in self.pending
+                ]
+            )
             self.pending.clear()
-            self.tree.set(slots, np.full(len(slots), self.max_priority))
+            self.tree.set(slots, priorities)  # in order: the last write to a slot wins
 
     def sample(
         self,
         batch_size: int,
-        size: int,
+        live: LiveSlots,
         newest: np.ndarray,
         rng: np.random.Generator,
         beta: float,
     ) -> tuple[np.ndarray, np.ndarray]:
         self._flush()
-        slots, weights = self.tree.sample_stratified(rng.random(batch_size), size, beta)
+        slots, weights = self.tree.sample_stratified(rng.random(batch_size), live.size, beta)
         return slots, weights.astype(np.float32)
 
     def update_priorities(self, slots: np.ndarray, td_errors: torch.Tensor) -> None:
@@ -143,8 +163,12 @@ class PrioritizedSampler:
         return {"tree": torch.from_numpy(self.tree.nodes.copy()), "max_priority": self.max_priority}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        nodes = state["tree"].numpy()
-        if nodes.shape != self.tree.nodes.shape:
-            raise ValueError("saved priorities do not match the buffer capacity")
+        nodes = state_array(state, "tree", self.tree.nodes.shape, self.tree.nodes.dtype, "PER")
+        max_priority = state.get("max_priority")
+        if not isinstance(max_priority, float) or not max_priority > 0:
+            raise ValueError(f"PER state 'max_priority' must be a float > 0, got {max_priority!r}")
+        if not (np.isfinite(nodes).all() and (nodes >= 0).all()):
+            raise ValueError("PER state 'tree' holds negative or non-finite priorities")
+        self.pending.clear()
         self.tree.nodes[:] = nodes
-        self.max_priority = float(state["max_priority"])
+        self.max_priority = max_priority
