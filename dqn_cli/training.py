@@ -24,7 +24,7 @@ from dqn_cli.buffers.nstep import NStepAccumulator
 from dqn_cli.checkpoint import save_checkpoint
 from dqn_cli.config import TrainConfig, flatten_keys
 from dqn_cli.env_spec import EnvSpec
-from dqn_cli.envs import env_spec, life_lost, make_vector_env, true_next_obs
+from dqn_cli.envs import env_spec, life_lost, make_vector_env, replay_frame_stack, true_next_obs
 from dqn_cli.errors import UserError
 from dqn_cli.evaluation import EvalResult, Evaluator
 from dqn_cli.exploration import linear_anneal, make_epsilon_schedule
@@ -139,6 +139,7 @@ def build_agent(
         device,
         c.buffer.alpha,
         c.buffer.eps,
+        frame_stack=replay_frame_stack(c.env),
     )
     n_step = (
         NStepAccumulator(
