@@ -18,9 +18,10 @@ import gymnasium as gym
 import torch
 
 from dqn_cli.checkpoint import CHECKPOINT_FORMAT, CheckpointError, load_checkpoint
-from dqn_cli.config import ConfigError, parse_train_config
+from dqn_cli.config import ConfigError, EnvConfig, parse_train_config
 from dqn_cli.env_spec import EnvSpec
 from dqn_cli.envs import EnvError, env_spec, make_env
+from dqn_cli.errors import first_line
 from dqn_cli.evaluation import Evaluator
 from dqn_cli.networks import ModelError, QNetwork, build_q_network
 from dqn_cli.rundirs import find_run_dirs, is_run_dir, read_overrides
@@ -125,9 +126,13 @@ class LoadedCheckpoint:
     """A checkpoint read safely and checked against the env it names, ready to evaluate."""
 
     path: Path
-    env_id: str
+    env: EnvConfig  # id, kwargs and wrappers as trained: the env is rebuilt the same
     step: int
     network: QNetwork
+
+    @property
+    def env_id(self) -> str:
+        return self.env.id
 
 
 def load_for_eval(path: Path) -> LoadedCheckpoint:
@@ -145,8 +150,8 @@ def load_for_eval(path: Path) -> LoadedCheckpoint:
             f"({CHECKPOINT_FORMAT}): upgrade dqn-cli"
         )
     try:
-        env_id = str(payload["config"]["env"]["id"])
         config = parse_train_config(payload["config"])
+        env_id = config.env.id
         spec = EnvSpec.from_dict(payload["env_spec"])
         step = int(payload.get("env_step") or 0)
     except ConfigError as exc:
@@ -169,7 +174,7 @@ def load_for_eval(path: Path) -> LoadedCheckpoint:
             f"checkpoint {path}: its weights do not fit the network its config describes"
         ) from exc
     try:
-        env = make_env(env_id)
+        env = make_env(config.env)
         actual = env_spec(env.observation_space, env.action_space, env_id)
         env.close()
     except EnvError as exc:
@@ -180,7 +185,7 @@ def load_for_eval(path: Path) -> LoadedCheckpoint:
             f"checkpoint {path}: env {env_id!r} here has {_describe(actual)}, "
             f"the checkpoint was trained on {_describe(spec)}"
         )
-    return LoadedCheckpoint(path, env_id, step, network)
+    return LoadedCheckpoint(path, config.env, step, network)
 
 
 def _current_model_keys(state: Any) -> Any:
@@ -247,9 +252,9 @@ def evaluate_checkpoint(
     factory = None
     if video_dir is not None:
         require_video_extra()
-        factory = _video_env_factory(ckpt.env_id, video_dir, ckpt.path.stem)
+        factory = _video_env_factory(ckpt.env, video_dir, ckpt.path.stem)
     evaluator = Evaluator(
-        ckpt.env_id,
+        ckpt.env,
         episodes,
         seed,
         epsilon,
@@ -260,7 +265,7 @@ def evaluate_checkpoint(
     try:
         result = evaluator.run(network)
     except gym.error.DependencyNotInstalled as exc:  # rendering, for instance pygame
-        raise VideoError(f"cannot render {ckpt.env_id!r}: {_first_line(exc)}") from exc
+        raise VideoError(f"cannot render {ckpt.env_id!r}: {first_line(exc)}") from exc
     finally:
         evaluator.close()
     return CheckpointResult(
@@ -275,9 +280,11 @@ def evaluate_checkpoint(
     )
 
 
-def _video_env_factory(env_id: str, video_dir: Path, prefix: str) -> Callable[[], gym.Env]:
+def _video_env_factory(
+    env_config: EnvConfig, video_dir: Path, prefix: str
+) -> Callable[[], gym.Env]:
     def factory() -> gym.Env:
-        env = make_env(env_id, render_mode="rgb_array")
+        env = make_env(env_config, render_mode="rgb_array")
         with warnings.catch_warnings():
             # RecordVideo warns when the folder exists; many checkpoints share one on purpose.
             warnings.filterwarnings("ignore", message=".*Overwriting existing videos.*")
@@ -291,11 +298,6 @@ def _video_env_factory(env_id: str, video_dir: Path, prefix: str) -> Callable[[]
                 )
             except gym.error.DependencyNotInstalled as exc:
                 env.close()
-                raise VideoError(f"--video: {_first_line(exc)}; {VIDEO_EXTRA_HINT}") from exc
+                raise VideoError(f"--video: {first_line(exc)}; {VIDEO_EXTRA_HINT}") from exc
 
     return factory
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

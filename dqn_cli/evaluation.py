@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
+from dqn_cli.config import EnvConfig
 from dqn_cli.envs import make_env
 from dqn_cli.networks import QNetwork, greedy_policy
 
@@ -36,13 +37,13 @@ class Evaluator:
     Acting is greedy unless ``epsilon`` > 0 (Mnih et al. 2015 evaluated with 0.05, to avoid
     deterministic loops in envs that never end on their own).
 
-    ``env_factory`` replaces ``make_env(env_id)`` for the sub-envs, e.g. to wrap them in a
+    ``env_factory`` replaces ``make_env(env)`` for the sub-envs, e.g. to wrap them in a
     video recorder; the episodes, seeds and acting stay the same.
     """
 
     def __init__(
         self,
-        env_id: str,
+        env: EnvConfig,
         episodes: int,
         seed: int,
         epsilon: float = 0.0,
@@ -50,13 +51,12 @@ class Evaluator:
         max_parallel: int = 32,
         env_factory: Callable[[], gym.Env] | None = None,
     ) -> None:
-        self.env_id = env_id
         self.episodes = episodes
         self.seed = seed
         self.epsilon = epsilon
         self.device = device or torch.device("cpu")
         self.width = min(episodes, max_parallel)
-        factory = env_factory or (lambda: make_env(env_id))
+        factory = env_factory or (lambda: make_env(env))
         # copy=False: the loop reads each batch of observations before the next step.
         self.envs = SyncVectorEnv(
             [factory] * self.width, autoreset_mode=AutoresetMode.NEXT_STEP, copy=False

@@ -36,10 +36,13 @@ class ResumePlan:
 def check_new_run(raw: dict[str, Any]) -> TrainConfig:
     """Validate a new run's config, then its env, device, model and learner (cheapest first)."""
     config = parse_train_config(raw)
+    from dqn_cli.loggers import require_tracker
+
+    require_tracker(config.logger)
     # gymnasium and torch load only once the config itself is known to be good.
     from dqn_cli.envs import env_spec, make_env
 
-    env = make_env(config.env.id)
+    env = make_env(config.env)
     try:
         spec = env_spec(env.observation_space, env.action_space, config.env.id)
     finally:

@@ -248,7 +248,7 @@ def restore(
     snapshots = payload.get("env_snapshots")
     if snapshots is not None:
         try:
-            restore_envs(envs, snapshots, config.env.id)
+            restore_envs(envs, snapshots, config.env)
         except (pickle.UnpicklingError, ValueError) as exc:
             raise CheckpointError(f"checkpoint env state was refused: {exc}") from exc
     else:

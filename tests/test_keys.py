@@ -38,7 +38,7 @@ def test_every_key_and_section_has_a_one_line_meaning(cls):
 
 def _yaml_files():
     root = resources.files("dqn_cli.conf")
-    for group in ("algo", "buffer", "target", "env"):
+    for group in ("algo", "buffer", "target", "env", "logger"):
         for entry in (root / group).iterdir():
             if entry.name.endswith(".yaml"):
                 yield group, entry
@@ -51,7 +51,7 @@ def test_yaml_presets_set_only_defined_keys(group, entry):
     known = {k.name for k in config_keys()} | {k.name for k in model_arguments()}
     data = yaml.safe_load(entry.read_text()) or {}
     data.pop("defaults", None)
-    if group != "env":  # group files are packaged at their group
+    if group != "env" and data:  # group files are packaged at their group
         data = {group: data}
     unknown = set(flatten_keys(data)) - known
     assert not unknown, f"{entry.name} sets keys not defined in dqn_cli/config.py: {unknown}"

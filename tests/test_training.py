@@ -6,7 +6,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import dqn_cli.training as training
-from dqn_cli.config import parse_train_config
+from dqn_cli.config import EnvConfig, parse_train_config
 from dqn_cli.env_spec import EnvSpec
 from dqn_cli.envs import make_vector_env
 from dqn_cli.training import build_agent, train
@@ -108,7 +108,7 @@ def test_no_stored_transition_spans_an_auto_reset(tmp_path, tiny_config, built_b
 
 
 def test_every_group_option_builds(tiny_config):
-    envs = make_vector_env("CartPole-v1", 1)
+    envs = make_vector_env(EnvConfig(), 1)
     spec = EnvSpec((4,), "float32", 2)
     envs.close()
     for algo in ("dqn", "ddqn"):

@@ -23,6 +23,7 @@ from dqn_cli.errors import UserError
 if TYPE_CHECKING:
     from omegaconf import DictConfig
 
+    from dqn_cli.loggers import RunIdentity
     from dqn_cli.run_planning import ResumePlan
 
 log = logging.getLogger("dqn_cli")
@@ -60,9 +61,12 @@ def check_override_keys(overrides: list[str]) -> None:
     known = {k.name for k in config_keys()} | set(section_help()) | {"resume"}
     for override in overrides:
         name = override.split("=", 1)[0]
-        # model.* beyond _target_ and head are the model's own arguments, checked against its
-        # constructor when it is built.
-        if name.startswith(("+", "~", "hydra.", "hydra/", "model.")) or "=" not in override:
+        # model.* beyond _target_ and head are the model's own arguments (env.kwargs.* the env's),
+        # checked against its constructor when it is built.
+        if (
+            name.startswith(("+", "~", "hydra.", "hydra/", "model.", "env.kwargs."))
+            or "=" not in override
+        ):
             continue
         if name not in known:
             raise ConfigError(
@@ -163,14 +167,16 @@ def run_task(cfg: DictConfig, plan: ResumePlan | None) -> float:
     stop.install()
     console = Console()
     start_step = plan.start_step if plan else 0
+    identity = run_identity(run_dir)
     # Parallel sweep jobs share one terminal: their progress bars would overwrite each other.
     if console.is_terminal and HydraConfig.get().mode != RunMode.MULTIRUN:
         reporter = TerminalReporter(config.total_steps, start_step, console)
         route_console_logging(reporter.progress.console)
         with reporter.progress:
-            result = train(config, run_dir, reporter, stop, payload)
+            result = train(config, run_dir, reporter, stop, payload, identity)
     else:
-        result = train(config, run_dir, LineReporter(config.total_steps), stop, payload)
+        lines = LineReporter(config.total_steps)
+        result = train(config, run_dir, lines, stop, payload, identity)
     if result.interrupted:
         assert stop.signum is not None
         message = (
@@ -191,6 +197,25 @@ def run_task(cfg: DictConfig, plan: ResumePlan | None) -> float:
     )
     console.print(summary_table(config, result, run_dir))
     return result.final_eval.mean
+
+
+def run_identity(run_dir: Path) -> RunIdentity:
+    """The run's name in an experiment tracker: a sweep job is named by its overrides and
+    grouped by its sweep dir; a single run is named by its run dir."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from dqn_cli.loggers import RunIdentity
+
+    hydra_config = HydraConfig.get()
+    if hydra_config.mode == RunMode.MULTIRUN:
+        sweep_dir = Path(hydra_config.sweep.dir)
+        name = hydra_config.job.override_dirname or run_dir.name
+        return RunIdentity(name, group=str(sweep_dir), group_dir=sweep_dir)
+    try:
+        return RunIdentity(str(run_dir.resolve().relative_to(Path.cwd())))
+    except ValueError:
+        return RunIdentity(str(run_dir))
 
 
 def guarded_task(cfg: DictConfig, plan: ResumePlan | None) -> float:
