@@ -15,10 +15,10 @@ help: ## list the targets
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,video]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,video,wandb,mlflow]'
 	touch $(STAMP)
 
-install: $(STAMP) ## create .venv and install dqn-cli with its dev tools and video extra (CPU torch pinned)
+install: $(STAMP) ## create .venv and install dqn-cli with its dev tools, video and tracker extras (CPU torch pinned)
 
 train: $(STAMP) ## set up, then train with the defaults (pass overrides: make train ARGS="algo=ddqn")
 	$(BIN)/dqn-train $(ARGS)
@@ -32,7 +32,7 @@ test-slow: $(STAMP) ## the long learning checks: default config solves CartPole 
 # The peer (Stable-Baselines3) is the optional `bench` extra: installed only for benchmarking,
 # under the same torch pin.
 $(BENCH_STAMP): $(STAMP)
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,video,bench]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,video,wandb,mlflow,bench]'
 	touch $(BENCH_STAMP)
 
 # The benchmark commands and their arguments are listed once, in bench/results.py.
