@@ -100,7 +100,15 @@ def test_help_lists_every_key_and_group_option(run_dqn_train):
 
 @pytest.mark.parametrize(
     "args",
-    [["--help"], ["lr=-1"], ["lr_rate=0.1"], ["algo=rainbow"], ["env.id=NoSuchEnv-v0"]],
+    [
+        ["--help"],
+        ["lr=-1"],
+        ["lr_rate=0.1"],
+        ["algo=rainbow"],
+        ["env.id=NoSuchEnv-v0"],
+        ["logger=wandb", "lr=-1"],
+        ["logger=mlflow", "env.id=NoSuchEnv-v0"],
+    ],
 )
 def test_help_and_config_errors_import_nothing_heavy(args):
     code = (
@@ -111,7 +119,7 @@ def test_help_and_config_errors_import_nothing_heavy(args):
         "    main()\n"
         "except SystemExit:\n"
         "    pass\n"
-        "heavy = sorted({'torch', 'rich', 'tensorboard'} & set(sys.modules))\n"
+        "heavy = sorted({'torch', 'rich', 'tensorboard', 'wandb', 'mlflow'} & set(sys.modules))\n"
         "print('HEAVY', heavy)\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

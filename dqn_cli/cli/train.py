@@ -200,8 +200,8 @@ def run_task(cfg: DictConfig, plan: ResumePlan | None) -> float:
 
 
 def run_identity(run_dir: Path) -> RunIdentity:
-    """The run's name in an experiment tracker: a sweep job is named by its overrides and
-    grouped by its sweep dir; a single run is named by its run dir."""
+    """The run's name in an experiment tracker: a sweep job is named by its dir in the sweep
+    (as dqn-report lists it) and grouped by the sweep dir; a single run by its run dir."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
@@ -210,12 +210,16 @@ def run_identity(run_dir: Path) -> RunIdentity:
     hydra_config = HydraConfig.get()
     if hydra_config.mode == RunMode.MULTIRUN:
         sweep_dir = Path(hydra_config.sweep.dir)
-        name = hydra_config.job.override_dirname or run_dir.name
+        name = _relative_name(run_dir, sweep_dir)
         return RunIdentity(name, group=str(sweep_dir), group_dir=sweep_dir)
+    return RunIdentity(_relative_name(run_dir, Path.cwd()))
+
+
+def _relative_name(path: Path, base: Path) -> str:
     try:
-        return RunIdentity(str(run_dir.resolve().relative_to(Path.cwd())))
+        return str(path.resolve().relative_to(base.resolve()))
     except ValueError:
-        return RunIdentity(str(run_dir))
+        return str(path)
 
 
 def guarded_task(cfg: DictConfig, plan: ResumePlan | None) -> float:
