@@ -111,4 +111,7 @@ def plan_resume(run_dir: Path, total_steps: int | None = None) -> ResumePlan:
             f"the run already has {step} env steps; give total_steps > {step} to continue it",
         )
     resolve_device(config.device)
+    from dqn_cli.loggers import require_tracker
+
+    require_tracker(config.logger)
     return ResumePlan(run_dir, checkpoint, payload, config)
