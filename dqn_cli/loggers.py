@@ -55,19 +55,19 @@ class RunIdentity:
     group_dir: Path | None = None  # the sweep dir, where jobs agree on one MLflow parent run
 
 
-def require_tracker(config: LoggerConfig) -> None:
-    """Fail in one line, before any run dir, when the tracker's extra is not installed."""
-    if config.kind == "tensorboard":
+def require_tracker(kind: str) -> None:
+    """Fail in one line, before any run dir, when tracker ``kind``'s extra is not installed."""
+    if kind not in TRACKER_EXTRAS:
         return
-    module = TRACKER_EXTRAS[config.kind]
+    module = TRACKER_EXTRAS[kind]
     try:
         found = importlib.util.find_spec(module) is not None
     except ValueError:  # a module set to None in sys.modules, as when it is blocked
         found = False
     if not found:
         raise TrackerError(
-            f"logger={config.kind} needs the {config.kind} extra: "
-            f"pip install -e '.[{config.kind}]' (in your dqn-cli clone)"
+            f"logger={kind} needs the {kind} extra: "
+            f"pip install -e '.[{kind}]' (in your dqn-cli clone)"
         )
 
 
@@ -79,7 +79,7 @@ def open_logger(
     tensorboard = TensorBoardLogger(run_dir, resume_step)
     if config.kind == "tensorboard":
         return tensorboard
-    require_tracker(config)
+    require_tracker(config.kind)
     saved = _read_tracker_ids(run_dir) if resume_step is not None else {}
     try:
         tracker: Logger

@@ -38,7 +38,7 @@ def check_new_run(raw: dict[str, Any]) -> TrainConfig:
     config = parse_train_config(raw)
     from dqn_cli.loggers import require_tracker
 
-    require_tracker(config.logger)
+    require_tracker(config.logger.kind)
     # gymnasium and torch load only once the config itself is known to be good.
     from dqn_cli.envs import env_spec, make_env
 
@@ -113,5 +113,5 @@ def plan_resume(run_dir: Path, total_steps: int | None = None) -> ResumePlan:
     resolve_device(config.device)
     from dqn_cli.loggers import require_tracker
 
-    require_tracker(config.logger)
+    require_tracker(config.logger.kind)
     return ResumePlan(run_dir, checkpoint, payload, config)

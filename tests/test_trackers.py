@@ -60,9 +60,10 @@ def wandb_records(path):
             yield record
 
 
-def read_wandb_run(run_dir):
-    """(run record, {metric: [(step, value)]}, config, summary) of the run's offline files."""
-    (path,) = run_dir.glob("wandb/offline-run-*/run-*.wandb")
+def read_wandb_run(run_dir, part=0):
+    """(run record, {metric: [(step, value)]}, config, summary) of the run's offline files
+    (a resumed run adds a part: one more offline-run dir of the same run id)."""
+    path = sorted(run_dir.glob("wandb/offline-run-*/run-*.wandb"))[part]
     run, curves, config, summary = None, {}, {}, {}
 
     def key(item):
@@ -115,6 +116,15 @@ def test_wandb_offline_run_holds_every_scalar_the_config_and_the_summary(tmp_pat
     assert config["lr"] == 0.002 and config["buffer.kind"] == "per"
     assert not any(name.startswith("logger.") for name in config)
     assert summary == {**summary, **json.loads((run_dir / "summary.json").read_text())}
+
+    # Resuming continues the same W&B run, from the checkpoint's step on.
+    resumed = run_installed(
+        "dqn-train", f"resume={run_dir}", "total_steps=2000", cwd=tmp_path, env=hermetic_env
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    again, more, _, _ = read_wandb_run(run_dir, part=1)
+    assert again.run_id == run.run_id
+    assert more["charts/epsilon"][0][0] > 1500 and more["charts/epsilon"][-1][0] == 2000
 
 
 def test_a_wandb_sweep_groups_its_jobs_by_sweep_dir(tmp_path, hermetic_env):
@@ -207,13 +217,16 @@ def test_an_mlflow_sweep_hangs_its_jobs_under_one_parent_run(tmp_path):
 # -- a tracker that is not installed ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize("tracker", ["wandb", "mlflow"])
-def test_a_missing_tracker_extra_is_one_line_before_any_run_dir(tmp_path, tracker):
+@pytest.mark.parametrize(
+    ("tracker", "args"),
+    [("wandb", []), ("mlflow", []), ("wandb", ["-m", "seed=0,1"])],
+)
+def test_a_missing_tracker_extra_is_one_line_before_any_run_dir(tmp_path, tracker, args):
     # The package is blocked in sys.modules, as if it were not installed.
     code = (
         "import sys\n"
         f"sys.modules[{tracker!r}] = None\n"
-        f"sys.argv = ['dqn-train', 'logger={tracker}']\n"
+        f"sys.argv = ['dqn-train', 'logger={tracker}', *{args!r}]\n"
         "from dqn_cli.cli.train import main\n"
         "main()\n"
     )
@@ -225,4 +238,4 @@ def test_a_missing_tracker_extra_is_one_line_before_any_run_dir(tmp_path, tracke
         done.stderr
     )
     assert len(done.stderr.strip().splitlines()) == 1
-    assert not (tmp_path / "outputs").exists()
+    assert not (tmp_path / "outputs").exists() and not (tmp_path / "multirun").exists()

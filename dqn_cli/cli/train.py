@@ -74,6 +74,17 @@ def check_override_keys(overrides: list[str]) -> None:
             )
 
 
+def check_tracker_extras(overrides: list[str]) -> None:
+    """The extra of each tracker a ``logger=...`` override names (a sweep may list several)."""
+    from dqn_cli.loggers import require_tracker
+
+    for override in overrides:
+        name, _, value = override.partition("=")
+        if name == "logger":
+            for kind in value.split(","):
+                require_tracker(kind.strip())
+
+
 def preflight(args: list[str]) -> tuple[list[str], ResumePlan | None]:
     """Validate a single run's overrides; return extra Hydra overrides and the resume plan."""
     overrides = [a for a in args if not a.startswith("-")]
@@ -83,6 +94,7 @@ def preflight(args: list[str]) -> tuple[list[str], ResumePlan | None]:
     if not any(arg.split("=")[0] in {"--cfg", "-c", "--info", "-i"} for arg in args):
         check_override_keys(overrides)
     if any(arg.split("=")[0] in _NO_PREFLIGHT for arg in args):
+        check_tracker_extras(overrides)  # a sweep is not composed here; its logger= is known
         return [], None
     from dqn_cli.cli.compose import compose_config, split_config
     from dqn_cli.run_planning import check_new_run, plan_resume, resume_overrides
