@@ -10,6 +10,7 @@ A run that is resumed continues the same tracker run: its id is kept in ``RUN_DI
 
 from __future__ import annotations
 
+import atexit
 import importlib.util
 import json
 import os
@@ -230,6 +231,13 @@ class MlflowLogger:
                 f"logger=mlflow: cannot use tracking URI {uri!r}: {first_line(exc)}"
             ) from None
         _write_tracker_id(run_dir, "mlflow", self.run_id)
+        # A run that ends in an error (divergence, a crash) never reaches close(): mark it
+        # FAILED when the process exits rather than leave it RUNNING in the tracker for ever.
+        atexit.register(self._mark_failed)
+
+    def _mark_failed(self) -> None:
+        self._flush()
+        self.client.set_terminated(self.run_id, status="FAILED")
 
     def _experiment_id(self, name: str) -> str:
         from mlflow.exceptions import MlflowException
@@ -299,6 +307,7 @@ class MlflowLogger:
             self.status = "KILLED"
 
     def close(self) -> None:
+        atexit.unregister(self._mark_failed)
         self._flush()
         self.client.set_terminated(self.run_id, status=self.status)
 

@@ -214,6 +214,27 @@ def test_an_mlflow_sweep_hangs_its_jobs_under_one_parent_run(tmp_path):
     assert {r.data.tags["dqn.sweep"] for r in children} == {str(sweep)}
 
 
+def test_an_mlflow_run_that_never_closes_is_marked_failed_at_exit(tmp_path):
+    # As when training raises (divergence, a crash): the logger is opened, never closed.
+    code = (
+        "from pathlib import Path\n"
+        "from dqn_cli.config import LoggerConfig\n"
+        "from dqn_cli.loggers import RunIdentity, open_logger\n"
+        "logger = open_logger(LoggerConfig(kind='mlflow'), Path('run'), None, RunIdentity('r'))\n"
+        "logger.scalar('losses/td_loss', 1.5, 10)\n"
+        "raise SystemExit(1)\n"
+    )
+    (tmp_path / "run").mkdir()
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 1, done.stderr
+    client = mlflow_client(tmp_path / "mlruns")
+    (run,) = client.search_runs([client.get_experiment_by_name("dqn-cli").experiment_id])
+    assert run.info.status == "FAILED"
+    assert [m.value for m in client.get_metric_history(run.info.run_id, "losses/td_loss")] == [1.5]
+
+
 # -- a tracker that is not installed ---------------------------------------------------------------
 
 
