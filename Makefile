@@ -6,7 +6,7 @@ RUN_STAMP := $(VENV)/.installed-run
 STAMP := $(VENV)/.installed
 # What the test set-up installs on top of the package: dev tools and every optional extra, so
 # the suite covers them all. `make train` installs the package alone and stays quick.
-EXTRAS := dev,video,atari,minatar,report
+EXTRAS := dev,video,atari,minatar,report,wandb,mlflow
 BENCH_STAMP := $(VENV)/.bench-installed
 ARGS ?=
 

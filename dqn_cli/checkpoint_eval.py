@@ -21,6 +21,7 @@ from dqn_cli.checkpoint import CHECKPOINT_FORMAT, CheckpointError, load_checkpoi
 from dqn_cli.config import ConfigError, EnvConfig, parse_train_config
 from dqn_cli.env_spec import EnvSpec
 from dqn_cli.envs import EnvError, env_spec, make_env
+from dqn_cli.errors import first_line
 from dqn_cli.evaluation import Evaluator
 from dqn_cli.networks import ModelError, QNetwork, build_q_network
 from dqn_cli.rundirs import find_run_dirs, is_run_dir, read_overrides
@@ -125,7 +126,7 @@ class LoadedCheckpoint:
     """A checkpoint read safely and checked against the env it names, ready to evaluate."""
 
     path: Path
-    env: EnvConfig
+    env: EnvConfig  # id, kwargs and wrappers as trained: the env is rebuilt the same
     step: int
     network: QNetwork
 
@@ -264,7 +265,7 @@ def evaluate_checkpoint(
     try:
         result = evaluator.run(network)
     except gym.error.DependencyNotInstalled as exc:  # rendering, for instance pygame
-        raise VideoError(f"cannot render {ckpt.env_id!r}: {_first_line(exc)}") from exc
+        raise VideoError(f"cannot render {ckpt.env_id!r}: {first_line(exc)}") from exc
     finally:
         evaluator.close()
     return CheckpointResult(
@@ -297,11 +298,6 @@ def _video_env_factory(
                 )
             except gym.error.DependencyNotInstalled as exc:
                 env.close()
-                raise VideoError(f"--video: {_first_line(exc)}; {VIDEO_EXTRA_HINT}") from exc
+                raise VideoError(f"--video: {first_line(exc)}; {VIDEO_EXTRA_HINT}") from exc
 
     return factory
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

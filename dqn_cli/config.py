@@ -15,6 +15,7 @@ user one line of error instead of a crashed overnight run.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import math
@@ -56,7 +57,10 @@ SEED = Rule("in [0, 4294967295]", lambda v: 0 <= v <= 2**32 - 1)
 
 def key(default: Any, help: str, rule: Rule | None = None) -> Any:
     """A config key: its default, its one-line meaning and, for numbers, its range."""
-    return field(default=default, metadata={"help": help, "rule": rule})
+    metadata = {"help": help, "rule": rule}
+    if isinstance(default, dict):  # mutable: every config gets its own copy
+        return field(default_factory=lambda: copy.deepcopy(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 def section(cls: type, help: str) -> Any:
@@ -73,6 +77,8 @@ ScheduleName = Literal["linear", "exponential"]
 LrScheduleName = Literal["constant", "linear"]
 HeadName = Literal["linear", "dueling"]
 LearnerName = Literal["auto", "autograd", "fast"]
+LoggerKind = Literal["tensorboard", "wandb", "mlflow"]
+WandbMode = Literal["online", "offline"]
 
 
 @dataclass(frozen=True)
@@ -113,10 +119,21 @@ class TargetConfig:
 
 @dataclass(frozen=True)
 class EnvConfig:
+    """How each env (training, evaluation, dqn-eval) is built: ``gymnasium.make(id, **kwargs)``,
+    then every wrapper in order. Saved in checkpoints, so dqn-eval rebuilds the same env."""
+
     id: str = key(
         "CartPole-v1",
-        "gymnasium env id (Discrete actions; Box or Discrete obs); ALE/* and MinAtar/* ids "
-        "need the atari / minatar extra",
+        "gymnasium env id; module:EnvId imports your module that registers it first "
+        "(Discrete actions; Box or Discrete obs); ALE/* and MinAtar/* ids need the atari / "
+        "minatar extra",
+    )
+    kwargs: dict[str, Any] = key(
+        {}, "keyword arguments for the env's constructor, e.g. env.kwargs={size:7}"
+    )
+    wrappers: tuple[dict[str, Any], ...] = key(
+        (),
+        "wrappers around each env, innermost first: [{_target_:module.Class,ARG:VALUE},...]",
     )
     episodic_life: bool = key(
         False,
@@ -201,6 +218,23 @@ class LogConfig:
 
 
 @dataclass(frozen=True)
+class LoggerConfig:
+    kind: LoggerKind = key(
+        "tensorboard",
+        "set by the logger group: tensorboard | wandb | mlflow (TensorBoard files are "
+        "always written as well)",
+    )
+    project: str = key("dqn-cli", "wandb: the project; mlflow: the experiment")
+    entity: str | None = key(None, "wandb: the team or user (null: your default entity)")
+    mode: WandbMode = key(
+        "online", "wandb: online | offline (no network; upload later with wandb sync)"
+    )
+    tracking_uri: str | None = key(
+        None, "mlflow: server or store URI (null: a local file store ./mlruns)"
+    )
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """Everything a training run depends on; saved in every checkpoint."""
 
@@ -213,6 +247,9 @@ class TrainConfig:
     eval: EvalConfig = section(EvalConfig, "greedy evaluation during training")
     checkpoint: CheckpointConfig = section(CheckpointConfig, "checkpoints/ in the run dir")
     log: LogConfig = section(LogConfig, "TensorBoard scalars and progress")
+    logger: LoggerConfig = section(
+        LoggerConfig, "experiment tracker beside TensorBoard (the logger group)"
+    )
     seed: int = key(
         0, "seeds python, numpy, torch and the envs; same seed + config + CPU = same run", SEED
     )
@@ -283,7 +320,7 @@ def flatten_keys(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """A nested config as ``{"buffer.capacity": 100000, ...}``."""
     flat: dict[str, Any] = {}
     for name, value in tree.items():
-        if isinstance(value, Mapping):
+        if isinstance(value, Mapping) and value:  # an empty mapping (env.kwargs) is a value
             flat.update(flatten_keys(value, f"{prefix}{name}."))
         else:
             flat[prefix + str(name)] = value
@@ -325,9 +362,12 @@ def config_keys(cls: type = TrainConfig, prefix: str = "") -> Iterator[KeyDoc]:
             continue
         rule: Rule | None = f.metadata["rule"]
         choices = _choices(hint)
+        default = f.default
+        if default is dataclasses.MISSING:
+            default = typing.cast(Callable[[], Any], f.default_factory)()
         yield KeyDoc(
             name=prefix + f.name,
-            default=_to_plain(f.default),
+            default=_to_plain(default),
             type=_type_name(hint),
             allowed=" | ".join(choices) if choices else (rule.text if rule else ""),
             help=f.metadata["help"],
@@ -357,6 +397,8 @@ def _type_name(hint: Any) -> str:
         return f"{_type_name(inner)} or null"
     if origin is tuple:
         return f"list of {_type_name(get_args(hint)[0])}"
+    if origin is dict:
+        return "mapping"
     return getattr(hint, "__name__", str(hint))
 
 
@@ -474,6 +516,11 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
         if not isinstance(value, list | tuple):
             raise ConfigError(key, f"expected a list, e.g. [256,256], got {value!r}")
         return tuple(_coerce(item, v, f"{key}[{i}]") for i, v in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+            raise ConfigError(key, f"expected a mapping of names to values, got {value!r}")
+        _require_plain(value, key)
+        return dict(value)
     if hint is bool:
         if not isinstance(value, bool):
             raise ConfigError(key, f"expected true or false, got {value!r}")
@@ -520,8 +567,21 @@ def _require(ok: bool, key: str, rule: str, value: Any) -> None:
         raise ConfigError(key, f"must be {rule}, got {value!r}")
 
 
+def _check_wrappers(wrappers: tuple[dict[str, Any], ...]) -> None:
+    """Each wrapper names its class; the class itself is imported when the env is built."""
+    for i, wrapper in enumerate(wrappers):
+        target = wrapper.get("_target_")
+        if not isinstance(target, str) or "." not in target:
+            raise ConfigError(
+                f"env.wrappers[{i}]._target_",
+                f"expected module.Class, got {target!r} "
+                "(e.g. {_target_:gymnasium.wrappers.TimeLimit,max_episode_steps:100})",
+            )
+
+
 def _check_relations(c: TrainConfig) -> None:
     """Rules between keys."""
+    _check_wrappers(c.env.wrappers)
     _require(
         c.exploration.end <= c.exploration.start,
         "exploration.end",

@@ -3,18 +3,21 @@
 An env's state (physics, step counter of its TimeLimit, its random generator) lives in Python
 objects, and pickle is the only general way to capture it. Unpickling runs whatever callables
 the file names, so a snapshot is never unpickled freely: :class:`_EnvUnpickler` resolves only
-the classes of a freshly made env of the same id (its wrapper chain and spaces) plus the numpy
-array and random-generator constructors. Anything else in the file is refused, which keeps
-loading a checkpoint as safe as ``torch.load(weights_only=True)``.
+the classes of a freshly made env of the same config (its wrapper chain, the plain objects its
+layers hold, and spaces) plus the numpy array and random-generator constructors. Anything else
+in the file is refused, which keeps loading a checkpoint as safe as
+``torch.load(weights_only=True)``.
 
 Envs that cannot be pickled faithfully (Box2D and MuJoCo envs pickle their constructor
-arguments, not their state; simulators with native handles do not pickle at all) have no
-snapshot: their episodes restart on resume.
+arguments, not their state; simulators with native handles do not pickle at all), and envs
+whose state holds objects the allow-list refuses, have no snapshot: their episodes restart on
+resume, with a warning in train.log.
 """
 
 from __future__ import annotations
 
 import io
+import logging
 import pickle
 from typing import Any
 
@@ -24,6 +27,8 @@ from gymnasium.utils import EzPickle
 
 from dqn_cli.config import EnvConfig
 from dqn_cli.envs import make_env
+
+log = logging.getLogger(__name__)
 
 # numpy's own reconstruction helpers: arrays, scalars, dtypes and random generators.
 _NUMPY_ALLOWED = {
@@ -48,6 +53,9 @@ def _allowed_classes(env: gym.Env) -> set[tuple[str, str]]:
     layer: Any = env
     while True:
         allowed.add((type(layer).__module__, type(layer).__qualname__))
+        # The classes of the layer's own state (NormalizeObservation's RunningMeanStd, a
+        # custom env's helper objects): a fresh env of this config made them itself.
+        _add_state_classes(vars(layer), allowed, depth=2)
         if not isinstance(layer, gym.Wrapper):
             break
         layer = layer.env
@@ -74,6 +82,30 @@ def _allowed_classes(env: gym.Env) -> set[tuple[str, str]]:
     return allowed
 
 
+def _add_state_classes(value: Any, allowed: set[tuple[str, str]], depth: int) -> None:
+    """Classes of plain objects held in ``value`` (attributes, lists, dicts), ``depth`` deep.
+
+    Only classes whose instances pickle as state (a ``__dict__``, no custom reduce) are
+    added: those unpickle by ``cls.__new__`` plus setting attributes, calling no code of theirs.
+    """
+    items: list[Any]
+    if isinstance(value, dict):
+        items = list(value.values())
+    elif isinstance(value, list | tuple):
+        items = list(value)
+    else:
+        cls = type(value)
+        if not hasattr(value, "__dict__") or cls.__module__ == "builtins" or callable(value):
+            return
+        if cls.__reduce_ex__ is not object.__reduce_ex__ or cls.__reduce__ is not object.__reduce__:
+            return
+        allowed.add((cls.__module__, cls.__qualname__))
+        items = list(vars(value).values())
+    if depth > 0:
+        for item in items:
+            _add_state_classes(item, allowed, depth - 1)
+
+
 class _EnvUnpickler(pickle.Unpickler):
     def __init__(self, data: bytes, allowed: set[tuple[str, str]]) -> None:
         super().__init__(io.BytesIO(data))
@@ -86,22 +118,32 @@ class _EnvUnpickler(pickle.Unpickler):
 
 
 def snapshot_envs(envs: gym.vector.SyncVectorEnv) -> list[bytes] | None:
-    """Pickled sub-envs, or None when this env cannot be pickled faithfully."""
+    """Pickled sub-envs, or None when this env cannot be pickled faithfully or would not be
+    accepted back (its state holds classes the allow-list does not know): then episodes
+    restart on resume, as for Box2D envs."""
     if any(isinstance(env.unwrapped, EzPickle) for env in envs.envs):
         # EzPickle envs (Box2D, MuJoCo) pickle their constructor arguments, not their state:
         # unpickling would build a fresh env, silently starting new episodes.
         return None
     try:
-        return [pickle.dumps(env) for env in envs.envs]
+        snapshots = [pickle.dumps(env) for env in envs.envs]
     except Exception:
         return None
+    allowed = _allowed_classes(envs.envs[0])
+    try:
+        for data in snapshots:
+            _EnvUnpickler(data, allowed).load()
+    except Exception as exc:
+        log.warning("env state cannot be saved for exact resume (%s): episodes restart", exc)
+        return None
+    return snapshots
 
 
-def restore_envs(envs: gym.vector.SyncVectorEnv, snapshots: list[bytes], env: EnvConfig) -> None:
+def restore_envs(envs: gym.vector.SyncVectorEnv, snapshots: list[bytes], config: EnvConfig) -> None:
     """Put the snapshotted sub-envs in place of ``envs``' own; raises UnpicklingError if unsafe."""
     if len(snapshots) != envs.num_envs:
         raise ValueError(f"snapshot holds {len(snapshots)} envs, the run has {envs.num_envs}")
-    reference = make_env(env)
+    reference = make_env(config)
     allowed = _allowed_classes(reference)
     reference.close()
     restored = [_EnvUnpickler(data, allowed).load() for data in snapshots]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import difflib
+import importlib
 from collections.abc import Callable
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -12,7 +14,8 @@ from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
 from dqn_cli.config import EnvConfig
 from dqn_cli.env_spec import EnvSpec
-from dqn_cli.errors import UserError
+from dqn_cli.errors import UserError, first_line
+from dqn_cli.locate import locate
 from dqn_cli.pixel_envs import (
     AtariOptions,
     env_family,
@@ -27,27 +30,63 @@ class EnvError(UserError):
 
 
 def make_env(config: EnvConfig, render_mode: str | None = None) -> gym.Env:
-    """One env as ``config`` describes it, with one-line errors for unknown ids and extras.
+    """The env ``config`` describes: ``gym.make(id, **kwargs)`` wrapped in ``wrappers`` in order.
 
-    ``ALE/*`` ids get the Atari DQN preprocessing, ``MinAtar/*`` ids channels-first uint8
-    grids (dqn_cli/pixel_envs.py); any other id is ``gymnasium.make``'s own env.
+    ``ALE/*`` ids get the Atari DQN preprocessing and ``MinAtar/*`` ids channels-first uint8
+    grids (dqn_cli/pixel_envs.py) before the wrappers. Every env of a run is built here
+    (training, evaluation, dqn-eval, resume's reference env), so they are all the same env.
+    Each problem is a one-line :class:`EnvError` naming the key.
     """
-    env_id = config.id
-    register_family(env_id)
-    if env_id not in gym.registry:
-        close = difflib.get_close_matches(env_id, list(gym.registry), n=3, cutoff=0.5)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise EnvError(f"env.id: {env_id!r} is not a registered gymnasium env{hint}")
-    family = env_family(env_id)
+    env = _make_registered(config, render_mode)
     try:
+        for i, wrapper in enumerate(config.wrappers):
+            env = _wrap(env, wrapper, f"env.wrappers[{i}]")
+    except EnvError:
+        env.close()
+        raise
+    return env
+
+
+def _make_registered(config: EnvConfig, render_mode: str | None) -> gym.Env:
+    """``gym.make`` with one-line errors for unknown ids, bad kwargs and missing extras.
+
+    ``module:EnvId`` (gymnasium's own form) first imports ``module``, which registers the env.
+    """
+    env_id, kwargs = config.id, config.kwargs
+    register_family(env_id)  # ALE/* and MinAtar/*: import the extra, register its envs
+    module_name, _, name = env_id.rpartition(":")
+    if module_name:
+        try:
+            importlib.import_module(module_name)
+        except ImportError as exc:
+            raise EnvError(
+                f"env.id: cannot import module {module_name!r} ({exc}); is it installed "
+                "or on PYTHONPATH?"
+            ) from None
+        if name not in gym.registry:
+            raise EnvError(
+                f"env.id: module {module_name!r} was imported but registers no env {name!r}"
+                f"{_did_you_mean(name)} (register it with gymnasium.register(id={name!r}, ...))"
+            )
+    elif env_id not in gym.registry:
+        raise EnvError(
+            f"env.id: {env_id!r} is not a registered gymnasium env{_did_you_mean(env_id)}"
+        )
+    try:
+        family = env_family(name)
         if family == "atari":
-            return make_atari_env(env_id, atari_options(config), render_mode)
+            return make_atari_env(name, atari_options(config), render_mode, kwargs)
         if family == "minatar":
-            return make_minatar_env(env_id, render_mode)
-        return gym.make(env_id, render_mode=render_mode)
+            return make_minatar_env(name, render_mode, kwargs)
+        return gym.make(name, render_mode=render_mode, **kwargs)
     except gym.error.DependencyNotInstalled as exc:
-        first_line = str(exc).strip().splitlines()[0]
-        raise EnvError(f"env.id: {env_id!r} needs an extra package: {first_line}") from exc
+        raise EnvError(f"env.id: {env_id!r} needs an extra package: {first_line(exc)}") from exc
+    except (TypeError, ValueError) as exc:
+        # gymnasium appends "was raised from the environment creator ..." to the env's message.
+        reason = first_line(exc).split(" was raised from the environment creator")[0]
+        if kwargs:
+            raise EnvError(f"env.kwargs: {env_id!r} rejects {kwargs}: {reason}") from exc
+        raise EnvError(f"env.id: cannot create {env_id!r}: {reason}") from exc
     except (gym.error.Error, ImportError) as exc:
         raise EnvError(f"env.id: cannot create {env_id!r}: {exc}") from exc
 
@@ -65,6 +104,33 @@ def atari_options(config: EnvConfig) -> AtariOptions:
 def replay_frame_stack(config: EnvConfig) -> int:
     """Frames per observation that replay can store once each (1: store observations whole)."""
     return config.frame_stack if env_family(config.id) == "atari" else 1
+
+
+def _did_you_mean(env_id: str) -> str:
+    close = difflib.get_close_matches(env_id, list(gym.registry), n=3, cutoff=0.5)
+    return f"; did you mean {', '.join(close)}?" if close else ""
+
+
+def _wrap(env: gym.Env, wrapper: dict[str, Any], key: str) -> gym.Env:
+    """``Class(env, **arguments)`` for one ``{_target_: module.Class, ...arguments}`` entry."""
+    target = str(wrapper["_target_"])
+    cls = locate(target, f"{key}._target_", EnvError)
+    arguments = {k: v for k, v in wrapper.items() if k != "_target_"}
+    try:
+        wrapped = cls(env, **arguments)
+    except (TypeError, ValueError) as exc:
+        given = f" with {arguments}" if arguments else ""
+        raise EnvError(f"{key}: {target}{given} cannot wrap the env: {first_line(exc)}") from exc
+    if not isinstance(wrapped, gym.Env):
+        raise EnvError(f"{key}: {target} returned a {type(wrapped).__name__}, not a gymnasium env")
+    if isinstance(env.action_space, spaces.Discrete) and not isinstance(
+        wrapped.action_space, spaces.Discrete
+    ):
+        raise EnvError(
+            f"{key}: {target} changes the action space to "
+            f"{type(wrapped.action_space).__name__}; DQN needs a Discrete one"
+        )
+    return wrapped
 
 
 def env_spec(observation_space: spaces.Space, action_space: spaces.Space, env_id: str) -> EnvSpec:

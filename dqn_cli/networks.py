@@ -15,7 +15,6 @@ Discrete ones one-hot encoded, everything else cast to float32.
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -28,6 +27,7 @@ from torch import nn
 
 from dqn_cli.env_spec import EnvSpec
 from dqn_cli.errors import UserError
+from dqn_cli.locate import locate
 
 
 class ModelError(UserError):
@@ -227,27 +227,9 @@ def _flat_size(torso: nn.Module, obs_shape: tuple[int, ...]) -> int:
 # Building a model from its config
 
 
-def locate(target: str) -> Callable[..., Any]:
-    """The class ``module.Class`` names; one-line errors naming the module."""
-    module_name, _, attr = target.rpartition(".")
-    if not module_name:
-        raise ModelError(f"model._target_: {target!r} is not of the form module.Class")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ModelError(
-            f"model._target_: cannot import module {module_name!r} ({exc}); is it installed "
-            "or on PYTHONPATH?"
-        ) from None
-    found = getattr(module, attr, None)
-    if not callable(found):
-        raise ModelError(f"model._target_: module {module_name!r} has no class {attr!r}")
-    return found
-
-
 def build_q_network(target: str, head: str, kwargs: Mapping[str, Any], spec: EnvSpec) -> QNetwork:
     """Instantiate ``target`` for ``spec`` with the model's other keys, behind :class:`QNetwork`."""
-    cls = locate(target)
+    cls = locate(target, "model._target_", ModelError)
     arguments = dict(kwargs)
     try:
         parameters = dict(inspect.signature(cls).parameters)

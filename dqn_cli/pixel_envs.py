@@ -118,14 +118,21 @@ class LifeLossSignal(gym.Wrapper):
         return obs, reward, terminated, truncated, info
 
 
-def make_atari_env(env_id: str, options: AtariOptions, render_mode: str | None = None) -> gym.Env:
-    """One Atari game with the DQN preprocessing; observations (frame_stack, 84, 84) uint8."""
+def make_atari_env(
+    env_id: str,
+    options: AtariOptions,
+    render_mode: str | None = None,
+    kwargs: dict[str, Any] | None = None,
+) -> gym.Env:
+    """One Atari game with the DQN preprocessing; observations (frame_stack, 84, 84) uint8.
+    ``kwargs`` (env.kwargs) go to ale-py's env, e.g. ``mode`` or ``difficulty``."""
     env = gym.make(
         env_id,
         frameskip=1,  # AtariPreprocessing skips frames itself, max-pooling the last two
         repeat_action_probability=options.sticky_actions,
         full_action_space=options.full_action_space,
         render_mode=render_mode,
+        **(kwargs or {}),
     )
     env = gym.wrappers.AtariPreprocessing(
         env,
@@ -158,6 +165,14 @@ class MinAtarChannelsFirst(gym.ObservationWrapper):
         return np.ascontiguousarray(observation.transpose(2, 0, 1), dtype=np.uint8) * np.uint8(255)
 
 
-def make_minatar_env(env_id: str, render_mode: str | None = None) -> gym.Env:
-    env = gym.make(env_id, render_mode=render_mode, max_episode_steps=MINATAR_MAX_EPISODE_STEPS)
+def make_minatar_env(
+    env_id: str, render_mode: str | None = None, kwargs: dict[str, Any] | None = None
+) -> gym.Env:
+    """``kwargs`` (env.kwargs) go to MinAtar, e.g. ``sticky_action_prob`` (its default: 0.1)."""
+    env = gym.make(
+        env_id,
+        render_mode=render_mode,
+        max_episode_steps=MINATAR_MAX_EPISODE_STEPS,
+        **(kwargs or {}),
+    )
     return MinAtarChannelsFirst(env)

@@ -36,6 +36,9 @@ class ResumePlan:
 def check_new_run(raw: dict[str, Any]) -> TrainConfig:
     """Validate a new run's config, then its env, device, model and learner (cheapest first)."""
     config = parse_train_config(raw)
+    from dqn_cli.loggers import require_tracker
+
+    require_tracker(config.logger.kind)
     # gymnasium and torch load only once the config itself is known to be good.
     from dqn_cli.envs import env_spec, make_env
 
@@ -108,4 +111,7 @@ def plan_resume(run_dir: Path, total_steps: int | None = None) -> ResumePlan:
             f"the run already has {step} env steps; give total_steps > {step} to continue it",
         )
     resolve_device(config.device)
+    from dqn_cli.loggers import require_tracker
+
+    require_tracker(config.logger.kind)
     return ResumePlan(run_dir, checkpoint, payload, config)

@@ -16,8 +16,6 @@ from typing import Any
 import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
-from torch.utils.tensorboard import SummaryWriter
-from torch.utils.tensorboard.summary import hparams
 
 from dqn_cli.buffers import make_replay_buffer
 from dqn_cli.buffers.nstep import NStepAccumulator
@@ -29,6 +27,7 @@ from dqn_cli.errors import UserError
 from dqn_cli.evaluation import EvalResult, Evaluator
 from dqn_cli.exploration import linear_anneal, make_epsilon_schedule
 from dqn_cli.learner import TDLoss, UpdateResult, make_learner
+from dqn_cli.loggers import RunIdentity, open_logger
 from dqn_cli.networks import build_q_network, greedy_policy
 from dqn_cli.periodic import Every
 from dqn_cli.run_state import (
@@ -157,13 +156,15 @@ def train(
     reporter: Reporter | None = None,
     stop_requested: StopRequested | None = None,
     resume: dict[str, Any] | None = None,
+    identity: RunIdentity | None = None,
 ) -> TrainResult:
     """Train a DQN agent as ``config`` says, writing logs and checkpoints into ``run_dir``.
 
     ``stop_requested`` is polled once per env step: when it returns True the current step is
     finished, the full state is checkpointed to ``checkpoints/last.pt`` and the result comes
     back with ``interrupted=True``. ``resume`` is a checkpoint payload (see checkpoint.py) to
-    continue from exactly where it was written.
+    continue from exactly where it was written. ``identity`` names the run (and its sweep) in
+    an experiment tracker; by default the run dir's name.
     """
     started = time.perf_counter()
     c = config
@@ -201,31 +202,20 @@ def train(
         log.info("resumed at env step %d", state.step)
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    # purge_step hides events a killed run logged after its last checkpoint, so the resumed
-    # curves continue without duplicated or overlapping points. Events at the checkpoint's own
-    # step were logged before it was written: they stay.
-    writer = SummaryWriter(str(run_dir), purge_step=state.step + 1 if resume else None)
+    logger = open_logger(
+        c.logger, run_dir, state.step if resume else None, identity or RunIdentity(run_dir.name)
+    )
     if resume is None:
-        _record_hyperparameters(writer, c)
+        logger.hyperparameters(hyperparameters(c))
     checkpoints = run_dir / "checkpoints"
     train_round, log_event = Every(c.train_every), Every(c.log.every)
     eval_event, checkpoint_event = Every(c.eval.every), Every(c.checkpoint.every)
     update: UpdateResult | None = None
     last_eval_result: EvalResult | None = None
-    # (env step, return, length) of episodes that ended since the last write. Written in one
-    # burst per log event: a TensorBoard scalar wakes the writer's thread, and waking it after
-    # every short episode cost more than the episodes' env steps (CartPole early in training).
-    finished: list[tuple[int, float, int]] = []
     log_clock, log_clock_step = time.perf_counter(), state.step
 
-    def write_episodes() -> None:
-        for at_step, episode_return, length in finished:
-            writer.add_scalar("charts/episodic_return", episode_return, at_step)
-            writer.add_scalar("charts/episodic_length", length, at_step)
-        finished.clear()
-
     def save_state(periodic: bool) -> None:
-        write_episodes()  # a resumed run keeps the events up to its checkpoint's step
+        logger.flush()  # a resumed run keeps the events up to its checkpoint's step
         check_finite(online, update, state.step, c, checkpoints)
         payload = full_payload(agent, c, spec, state, rng, envs)
         save_full_state(payload, checkpoints, c.checkpoint.keep, periodic)
@@ -233,9 +223,9 @@ def train(
     def evaluate(step: int) -> EvalResult:
         check_finite(online, update, step, c, checkpoints)
         result = evaluator.run(online)
-        writer.add_scalar("eval/return_mean", result.mean, step)
-        writer.add_scalar("eval/return_std", result.std, step)
-        writer.add_scalar("eval/length_mean", float(result.lengths.mean()), step)
+        logger.scalar("eval/return_mean", result.mean, step)
+        logger.scalar("eval/return_std", result.std, step)
+        logger.scalar("eval/length_mean", float(result.lengths.mean()), step)
         state.last_eval, state.last_eval_step = result.mean, step
         if result.mean > state.best_eval:
             state.best_eval = result.mean
@@ -295,17 +285,17 @@ def train(
         now = time.perf_counter()
         sps = (step - log_clock_step) / max(now - log_clock, 1e-9)
         log_clock, log_clock_step = now, step
-        write_episodes()
-        writer.add_scalar("charts/epsilon", epsilon, step)
-        writer.add_scalar("charts/steps_per_second", sps, step)
+        logger.scalar("charts/epsilon", epsilon, step)
+        logger.scalar("charts/steps_per_second", sps, step)
         if update is not None:
             check_finite(online, update, step, c, checkpoints)
-            writer.add_scalar("losses/td_loss", update.loss.item(), step)
-            writer.add_scalar("losses/q_values", update.mean_q.item(), step)
+            logger.scalar("losses/td_loss", update.loss.item(), step)
+            logger.scalar("losses/q_values", update.mean_q.item(), step)
             if c.buffer.kind == "per":
-                writer.add_scalar("replay/beta", beta_at(step), step)
+                logger.scalar("replay/beta", beta_at(step), step)
                 weight_mean = update.importance_weight_mean.item()
-                writer.add_scalar("replay/importance_weight_mean", weight_mean, step)
+                logger.scalar("replay/importance_weight_mean", weight_mean, step)
+        logger.flush()
         if reporter is not None:
             recent = state.recent_returns
             reporter(
@@ -347,7 +337,8 @@ def train(
         for i in np.flatnonzero(done) if done.any() else ():
             state.episodes += 1
             state.recent_returns.append(float(state.episode_return[i]))
-            finished.append((step, float(state.episode_return[i]), int(state.episode_length[i])))
+            logger.scalar("charts/episodic_return", state.episode_return[i], step)
+            logger.scalar("charts/episodic_length", state.episode_length[i], step)
             state.episode_return[i], state.episode_length[i] = 0.0, 0
 
         learn(previous_step, step)
@@ -375,11 +366,9 @@ def train(
         final_eval = last_eval_result if fresh and last_eval_result else evaluate(step)
         if not checkpoint_event.due(previous_step, step):  # not just saved
             save_state(periodic=False)
-        writer.add_scalar("eval/final_return_mean", final_eval.mean, step)
-    write_episodes()
+        logger.scalar("eval/final_return_mean", final_eval.mean, step)
     envs.close()
     evaluator.close()
-    writer.close()
     wall = time.perf_counter() - started
     result = TrainResult(
         total_steps=step,
@@ -392,16 +381,12 @@ def train(
         stopped_early=not interrupted and step < c.total_steps,
     )
     (run_dir / "summary.json").write_text(json.dumps(result.summary(), indent=2) + "\n")
+    logger.summary(result.summary())
+    logger.close()
     return result
 
 
-def _record_hyperparameters(writer: SummaryWriter, config: TrainConfig) -> None:
-    """Hyperparameters into this run's own event file (TensorBoard's HPARAMS tab)."""
+def hyperparameters(config: TrainConfig) -> dict[str, Any]:
+    """The config as flat keys, without where it is logged to (``logger.*``)."""
     flat = flatten_keys(config.to_dict())
-    values = {
-        k: (v if isinstance(v, int | float | str | bool) else str(v)) for k, v in flat.items()
-    }
-    for summary in hparams(values, {"eval/final_return_mean": 0.0}):
-        writer._get_file_writer().add_summary(summary)
-    table = "\n".join(f"| {k} | {v} |" for k, v in values.items())
-    writer.add_text("hyperparameters", "| key | value |\n|---|---|\n" + table, 0)
+    return {k: v for k, v in flat.items() if not k.startswith("logger.")}

@@ -38,7 +38,7 @@ def test_every_key_and_section_has_a_one_line_meaning(cls):
 
 def _yaml_files():
     root = resources.files("dqn_cli.conf")
-    for group in ("algo", "buffer", "target", "env"):
+    for group in ("algo", "buffer", "target", "env", "logger"):
         for entry in (root / group).iterdir():
             if entry.name.endswith(".yaml"):
                 yield group, entry
@@ -51,7 +51,7 @@ def test_yaml_presets_set_only_defined_keys(group, entry):
     known = {k.name for k in config_keys()} | {k.name for k in model_arguments()}
     data = yaml.safe_load(entry.read_text()) or {}
     data.pop("defaults", None)
-    if group != "env":  # group files are packaged at their group
+    if group != "env" and data:  # group files are packaged at their group
         data = {group: data}
     unknown = set(flatten_keys(data)) - known
     assert not unknown, f"{entry.name} sets keys not defined in dqn_cli/config.py: {unknown}"
@@ -100,7 +100,15 @@ def test_help_lists_every_key_and_group_option(run_dqn_train):
 
 @pytest.mark.parametrize(
     "args",
-    [["--help"], ["lr=-1"], ["lr_rate=0.1"], ["algo=rainbow"], ["env.id=NoSuchEnv-v0"]],
+    [
+        ["--help"],
+        ["lr=-1"],
+        ["lr_rate=0.1"],
+        ["algo=rainbow"],
+        ["env.id=NoSuchEnv-v0"],
+        ["logger=wandb", "lr=-1"],
+        ["logger=mlflow", "env.id=NoSuchEnv-v0"],
+    ],
 )
 def test_help_and_config_errors_import_nothing_heavy(args):
     code = (
@@ -111,7 +119,7 @@ def test_help_and_config_errors_import_nothing_heavy(args):
         "    main()\n"
         "except SystemExit:\n"
         "    pass\n"
-        "heavy = sorted({'torch', 'rich', 'tensorboard'} & set(sys.modules))\n"
+        "heavy = sorted({'torch', 'rich', 'tensorboard', 'wandb', 'mlflow'} & set(sys.modules))\n"
         "print('HEAVY', heavy)\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -29,8 +29,12 @@ DEFAULTS_NAME = "dqn_defaults"
 def register_defaults() -> None:
     """Store every key's default in Hydra's ConfigStore (idempotent). The model section comes
     from the model group instead, so that switching models does not carry the mlp's keys."""
-    node = {**RunOptions().to_dict(), **TrainConfig().to_dict()}
-    del node["model"]
+    plain = {**RunOptions().to_dict(), **TrainConfig().to_dict()}
+    del plain["model"]
+    node = OmegaConf.create(plain)
+    # The env's constructor arguments are the user's own names: env.kwargs={size:7} and
+    # env.kwargs.size=7 add keys there (Hydra's struct mode would ask for +env.kwargs.size).
+    OmegaConf.set_struct(node.env.kwargs, False)
     ConfigStore.instance().store(name=DEFAULTS_NAME, node=node)
 
 

@@ -15,13 +15,14 @@ import yaml
 from dqn_cli.cli.output import print_output
 from dqn_cli.config import KeyDoc, RunOptions, config_keys, flatten_keys, section_help
 
-GROUPS = ("algo", "buffer", "target", "model", "env")
+GROUPS = ("algo", "buffer", "target", "model", "env", "logger")
 DEFAULT_OPTIONS = {
     "algo": "dqn",
     "buffer": "uniform",
     "target": "hard",
     "model": "mlp",
     "env": "cartpole",
+    "logger": "tensorboard",
 }
 
 HEADER = """\

@@ -23,6 +23,7 @@ from dqn_cli.errors import UserError
 if TYPE_CHECKING:
     from omegaconf import DictConfig
 
+    from dqn_cli.loggers import RunIdentity
     from dqn_cli.run_planning import ResumePlan
 
 log = logging.getLogger("dqn_cli")
@@ -60,14 +61,28 @@ def check_override_keys(overrides: list[str]) -> None:
     known = {k.name for k in config_keys()} | set(section_help()) | {"resume"}
     for override in overrides:
         name = override.split("=", 1)[0]
-        # model.* beyond _target_ and head are the model's own arguments, checked against its
-        # constructor when it is built.
-        if name.startswith(("+", "~", "hydra.", "hydra/", "model.")) or "=" not in override:
+        # model.* beyond _target_ and head are the model's own arguments (env.kwargs.* the env's),
+        # checked against its constructor when it is built.
+        if (
+            name.startswith(("+", "~", "hydra.", "hydra/", "model.", "env.kwargs."))
+            or "=" not in override
+        ):
             continue
         if name not in known:
             raise ConfigError(
                 name, f"unknown key{suggest_key(name)} (dqn-train --help lists every key)"
             )
+
+
+def check_tracker_extras(overrides: list[str]) -> None:
+    """The extra of each tracker a ``logger=...`` override names (a sweep may list several)."""
+    from dqn_cli.loggers import require_tracker
+
+    for override in overrides:
+        name, _, value = override.partition("=")
+        if name == "logger":
+            for kind in value.split(","):
+                require_tracker(kind.strip())
 
 
 def preflight(args: list[str]) -> tuple[list[str], ResumePlan | None]:
@@ -79,6 +94,7 @@ def preflight(args: list[str]) -> tuple[list[str], ResumePlan | None]:
     if not any(arg.split("=")[0] in {"--cfg", "-c", "--info", "-i"} for arg in args):
         check_override_keys(overrides)
     if any(arg.split("=")[0] in _NO_PREFLIGHT for arg in args):
+        check_tracker_extras(overrides)  # a sweep is not composed here; its logger= is known
         return [], None
     from dqn_cli.cli.compose import compose_config, split_config
     from dqn_cli.run_planning import check_new_run, plan_resume, resume_overrides
@@ -163,14 +179,16 @@ def run_task(cfg: DictConfig, plan: ResumePlan | None) -> float:
     stop.install()
     console = Console()
     start_step = plan.start_step if plan else 0
+    identity = run_identity(run_dir)
     # Parallel sweep jobs share one terminal: their progress bars would overwrite each other.
     if console.is_terminal and HydraConfig.get().mode != RunMode.MULTIRUN:
         reporter = TerminalReporter(config.total_steps, start_step, console)
         route_console_logging(reporter.progress.console)
         with reporter.progress:
-            result = train(config, run_dir, reporter, stop, payload)
+            result = train(config, run_dir, reporter, stop, payload, identity)
     else:
-        result = train(config, run_dir, LineReporter(config.total_steps), stop, payload)
+        lines = LineReporter(config.total_steps)
+        result = train(config, run_dir, lines, stop, payload, identity)
     if result.interrupted:
         assert stop.signum is not None
         message = (
@@ -191,6 +209,29 @@ def run_task(cfg: DictConfig, plan: ResumePlan | None) -> float:
     )
     console.print(summary_table(config, result, run_dir))
     return result.final_eval.mean
+
+
+def run_identity(run_dir: Path) -> RunIdentity:
+    """The run's name in an experiment tracker: a sweep job is named by its dir in the sweep
+    (as dqn-report lists it) and grouped by the sweep dir; a single run by its run dir."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from dqn_cli.loggers import RunIdentity
+
+    hydra_config = HydraConfig.get()
+    if hydra_config.mode == RunMode.MULTIRUN:
+        sweep_dir = Path(hydra_config.sweep.dir)
+        name = _relative_name(run_dir, sweep_dir)
+        return RunIdentity(name, group=str(sweep_dir), group_dir=sweep_dir)
+    return RunIdentity(_relative_name(run_dir, Path.cwd()))
+
+
+def _relative_name(path: Path, base: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(base.resolve()))
+    except ValueError:
+        return str(path)
 
 
 def guarded_task(cfg: DictConfig, plan: ResumePlan | None) -> float:
