@@ -241,6 +241,11 @@ class RunOptions:
     resume: str | None = key(
         None, "RUN_DIR: continue that run from its newest checkpoint (only total_steps may change)"
     )
+    overwrite: bool = key(
+        False,
+        "start a new run in a dir that holds one: first deletes its checkpoints/, summary.json, "
+        "train.log, events files and .hydra/",
+    )
 
     def to_dict(self) -> dict[str, Any]:
         return _to_plain(dataclasses.asdict(self))
