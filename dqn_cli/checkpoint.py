@@ -134,6 +134,16 @@ def newest_checkpoint(directory: Path) -> Path | None:
     return periodic[-1] if periodic else None
 
 
+def shown(value: Any) -> str:
+    """A value read from a file, fit for a one-line message: short, never a tensor's repr."""
+    if isinstance(value, torch.Tensor):
+        return f"a {value.dtype} tensor of shape {list(value.shape)}"
+    if not (value is None or isinstance(value, bool | int | float | str)):
+        return f"a {type(value).__name__}"
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def check_weights(
     state: Any, expected: dict[str, tuple[int, ...]], path: Path, what: str = "weights"
 ) -> None:
@@ -144,7 +154,7 @@ def check_weights(
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(str(name) for name in set(state) - set(expected))
     if missing or unexpected:
-        detail = f"missing {missing[0]!r}" if missing else f"unexpected {unexpected[0]!r}"
+        detail = f"missing {missing[0]!r}" if missing else f"unexpected {shown(unexpected[0])}"
         raise CheckpointError(
             f"checkpoint {path}: its {what} do not fit the network its config describes ({detail})"
         )

@@ -22,6 +22,7 @@ from dqn_cli.checkpoint import (
     CheckpointError,
     check_weights,
     load_checkpoint,
+    shown,
 )
 from dqn_cli.config import ConfigError, parse_train_config
 from dqn_cli.env_spec import EnvSpec
@@ -146,7 +147,7 @@ def load_for_eval(path: Path) -> LoadedCheckpoint:
     # Older formats still carry model, config and env_spec; only a newer one is unknown.
     if not isinstance(version, int) or version > CHECKPOINT_FORMAT:
         raise CheckpointError(
-            f"checkpoint {path} has format {version!r}, newer than this dqn-cli reads "
+            f"checkpoint {path} has format {shown(version)}, newer than this dqn-cli reads "
             f"({CHECKPOINT_FORMAT}): upgrade dqn-cli"
         )
     try:
@@ -158,9 +159,17 @@ def load_for_eval(path: Path) -> LoadedCheckpoint:
         raise CheckpointError(
             f"checkpoint {path} has a config this dqn-cli refuses: {exc}"
         ) from exc
-    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
+    except (
+        KeyError,
+        IndexError,
+        TypeError,
+        ValueError,
+        AttributeError,
+        OverflowError,
+        RuntimeError,
+    ) as exc:
         raise CheckpointError(
-            f"checkpoint {path} is not a dqn-cli checkpoint (bad or missing {exc})"
+            f"checkpoint {path} is not a dqn-cli checkpoint (bad or missing {_first_line(exc)})"
         ) from exc
     # The env first: sizes the file declares are believed only once the env confirms them.
     try:

@@ -86,6 +86,16 @@ def required_replay_bytes(config: TrainConfig, spec: EnvSpec) -> int:
     return config.replay_capacity * per_transition
 
 
+def required_n_step_bytes(config: TrainConfig, spec: EnvSpec) -> int:
+    """Bytes of the n-step accumulator: per env, the last n observations, int64 actions and
+    float64 rewards (nothing for 1-step returns)."""
+    n = config.buffer.n_step
+    if n == 1:
+        return 0
+    obs_bytes = math.prod(spec.obs_shape) * np.dtype(spec.obs_dtype).itemsize
+    return config.num_envs * n * (obs_bytes + 8 + 8)
+
+
 def required_network_bytes(config: TrainConfig, spec: EnvSpec) -> int:
     """Bytes of the network's weights and optimizer state (measured without allocating them)."""
     from dqn_cli.networks import parameter_shapes
@@ -140,20 +150,24 @@ def check_memory(config: TrainConfig, spec: EnvSpec) -> None:
     available = available_memory_bytes()
     if available is None:
         return
-    replay = required_replay_bytes(config, spec)
-    network = required_network_bytes(config, spec)
-    if replay + network <= available:
+    needs = {
+        "buffer.capacity": required_replay_bytes(config, spec),
+        "buffer.n_step": required_n_step_bytes(config, spec),
+        "model": required_network_bytes(config, spec),
+    }
+    total = sum(needs.values())
+    if total <= available:
         return
-    if replay >= network:
-        raise ConfigError(
-            "buffer.capacity",
-            f"{config.replay_capacity} transitions of {config.env.id} need "
-            f"{_size(replay)} of memory, {_size(available)} is available; lower buffer.capacity",
-        )
+    largest = max(needs, key=lambda name: needs[name])
+    what = {
+        "buffer.capacity": f"{config.replay_capacity} replay transitions of {config.env.id}",
+        "buffer.n_step": f"n-step sums of {config.buffer.n_step} steps over {config.num_envs} envs",
+        "model": "the network and its optimizer state",
+    }[largest]
     raise ConfigError(
-        "model",
-        f"the network and its optimizer state need {_size(network)} of memory, "
-        f"{_size(available)} is available; use a smaller model",
+        largest,
+        f"{what} need {_size(needs[largest])} of memory, {_size(available)} is available; "
+        f"lower {largest if largest != 'model' else 'the model size'}",
     )
 
 
@@ -196,6 +210,7 @@ def plan_resume(run_dir: Path, total_steps: int | None = None) -> ResumePlan:
         CheckpointError,
         load_checkpoint,
         newest_checkpoint,
+        shown,
     )
     from dqn_cli.training import resolve_device
 
@@ -205,11 +220,12 @@ def plan_resume(run_dir: Path, total_steps: int | None = None) -> ResumePlan:
             "resume", f"no checkpoint in {run_dir / 'checkpoints'}; nothing to resume"
         )
     payload = load_checkpoint(checkpoint)
-    if payload.get("format") != CHECKPOINT_FORMAT:
+    version = payload.get("format")
+    if type(version) is not int or version != CHECKPOINT_FORMAT:
         raise CheckpointError(
-            f"cannot resume from {checkpoint}: it has checkpoint format "
-            f"{payload.get('format')!r}, this dqn-cli resumes format {CHECKPOINT_FORMAT} only; "
-            "evaluate it with dqn-eval or start a new run"
+            f"cannot resume from {checkpoint}: it has checkpoint format {shown(version)}, this "
+            f"dqn-cli resumes format {CHECKPOINT_FORMAT} only; evaluate it with dqn-eval or "
+            "start a new run"
         )
     try:
         config = parse_train_config(payload["config"])
@@ -220,7 +236,7 @@ def plan_resume(run_dir: Path, total_steps: int | None = None) -> ResumePlan:
     step = payload.get("env_step")
     if isinstance(step, bool) or not isinstance(step, int) or step < 0:
         raise CheckpointError(
-            f"cannot resume from {checkpoint}: its env_step is {step!r}, not a count of steps"
+            f"cannot resume from {checkpoint}: its env_step is {shown(step)}, not a count of steps"
         )
     if total_steps is not None:
         config = replace(config, total_steps=total_steps)
@@ -250,8 +266,8 @@ def rehearse_resume(checkpoint: Path, payload: dict[str, Any], config: TrainConf
     spec = actual_env_spec(config.env.id)
     try:
         saved_spec = EnvSpec.from_dict(payload["env_spec"])
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise refused(f"its env_spec is missing or damaged ({exc!r})") from exc
+    except (KeyError, TypeError, ValueError, AttributeError, RuntimeError, OverflowError) as exc:
+        raise refused(f"its env_spec is missing or damaged ({type(exc).__name__})") from exc
     if saved_spec != spec:
         raise refused(f"it was trained on {saved_spec}, env {config.env.id!r} here is {spec}")
     model = config.model

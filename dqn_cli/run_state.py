@@ -24,7 +24,7 @@ from gymnasium.vector import SyncVectorEnv
 
 from dqn_cli.buffers import ReplayBuffer
 from dqn_cli.buffers.nstep import NStepAccumulator
-from dqn_cli.checkpoint import CHECKPOINT_FORMAT, CheckpointError, save_checkpoint
+from dqn_cli.checkpoint import CHECKPOINT_FORMAT, CheckpointError, save_checkpoint, shown
 from dqn_cli.config import TrainConfig
 from dqn_cli.env_spec import EnvSpec
 from dqn_cli.env_state import restore_envs, snapshot_envs
@@ -116,7 +116,7 @@ class LoopState:
 def _count(state: dict[str, Any], name: str, minimum: int) -> int:
     value = state.get(name)
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"loop state {name!r} is {value!r}, expected an integer >= {minimum}")
+        raise ValueError(f"loop state {name!r} is {shown(value)}, expected an integer >= {minimum}")
     return value
 
 
@@ -124,9 +124,9 @@ def _number(state: dict[str, Any], name: str, allow: float | None = None) -> flo
     """A finite float (or exactly ``allow``, e.g. -inf before the first evaluation)."""
     value = state.get(name)
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"loop state {name!r} is {value!r}, expected a number")
+        raise ValueError(f"loop state {name!r} is {shown(value)}, expected a number")
     if not (math.isfinite(value) or value == allow):
-        raise ValueError(f"loop state {name!r} is {value!r}, expected a finite number")
+        raise ValueError(f"loop state {name!r} is {shown(value)}, expected a finite number")
     return float(value)
 
 

@@ -26,7 +26,7 @@ from dqn_cli.config import (
     section_help,
     suggest_key,
 )
-from dqn_cli.errors import UserError
+from dqn_cli.errors import UserError, one_line
 from dqn_cli.run_lock import RunDirError, RunLock
 
 if TYPE_CHECKING:
@@ -274,16 +274,16 @@ def guarded_task(cfg: DictConfig, plan: ResumePlan | None) -> float:
         # A single run's dir is locked by preflight; a sweep job locks its own.
         lock = RunLock.acquire(run_dir) if multirun else None
     except RunDirError as exc:  # another process's run: record nothing in it
-        print(f"dqn-train: error: {exc}", file=sys.stderr)
+        print(f"dqn-train: error: {one_line(exc)}", file=sys.stderr)
         return math.nan
     try:
         if lock is not None:
             lock.record_holder()
         return run_task(cfg, plan)
     except (UserError, TrainingDiverged) as exc:
-        print(f"dqn-train: error: {exc}", file=sys.stderr)
-        log.error("%s", exc)
-        _record_failure(run_dir, str(exc))
+        print(f"dqn-train: error: {one_line(exc)}", file=sys.stderr)
+        log.error("%s", one_line(exc))
+        _record_failure(run_dir, one_line(exc))
         if multirun:
             # Exiting here would abort the other jobs of the sweep; the failure is on record.
             return math.nan
@@ -330,7 +330,7 @@ def main() -> None:
     try:
         launch = preflight(args)
     except UserError as exc:
-        print(f"dqn-train: error: {exc}", file=sys.stderr)
+        print(f"dqn-train: error: {one_line(exc)}", file=sys.stderr)
         sys.exit(2)
     try:
         run_hydra(launch.hydra_args, launch.plan)
