@@ -45,12 +45,12 @@ def check_new_run(raw: dict[str, Any]) -> TrainConfig:
     """Validate a new run's config, then its env, memory, device, model and learner (cheapest
     first)."""
     config = parse_train_config(raw)
-    # gymnasium and torch load only once the config itself is known to be good.
+    # gymnasium loads only once the config itself is known to be good, torch once the env is.
+    spec = actual_env_spec(config.env.id)
     from dqn_cli.learner import choose_learner
     from dqn_cli.networks import build_q_network
     from dqn_cli.training import resolve_device
 
-    spec = actual_env_spec(config.env.id)
     check_memory(config, spec)
     device = resolve_device(config.device)
     model = config.model

@@ -340,7 +340,7 @@ def _newer_format(payload):
 @pytest.mark.parametrize(
     ("edit", "expected"),
     [
-        (_wider_network, "its weights do not fit the network its config describes"),
+        (_wider_network, "have shape [32, 4], the network its config describes needs [64, 4]"),
         (_no_env_spec, "is not a dqn-cli checkpoint (bad or missing 'env_spec')"),
         (_newer_format, "has format 99, newer than this dqn-cli reads"),
     ],

@@ -438,3 +438,23 @@ def test_the_installed_command_refuses_a_busy_dir_while_a_run_is_going(tmp_path)
     finally:
         running.send_signal(signal.SIGKILL)
         running.wait(timeout=30)
+
+
+# -- sweeps -------------------------------------------------------------------------------------
+
+
+def test_a_sweep_into_a_dir_of_runs_is_refused_unless_overwrite(tmp_path, capfd):
+    sweep = tmp_path / "sweep"
+    old_job = sweep / "0"
+    (old_job / "checkpoints").mkdir(parents=True)
+    (old_job / "checkpoints" / "step_000000500.pt").write_bytes(b"an old run's checkpoint")
+    (old_job / "summary.json").write_text('{"status": "completed"}')
+    before = snapshot(sweep)
+    args = ["-m", *TINY_RUN_ARGS, "total_steps=600", "seed=0", f"hydra.sweep.dir={sweep}"]
+    code, _, err = run_main(*args, capfd=capfd)
+    assert_one_line_error(code, err, f"sweep dir {sweep} already holds 1 run(s)")
+    assert snapshot(sweep) == before
+    code, _, err = run_main(*args, "overwrite=true", capfd=capfd)
+    assert code == 0, err
+    assert not (old_job / "checkpoints" / "step_000000500.pt").exists()
+    assert json.loads((old_job / "summary.json").read_text())["total_steps"] == 600
