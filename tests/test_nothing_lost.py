@@ -458,3 +458,23 @@ def test_a_sweep_into_a_dir_of_runs_is_refused_unless_overwrite(tmp_path, capfd)
     assert code == 0, err
     assert not (old_job / "checkpoints" / "step_000000500.pt").exists()
     assert json.loads((old_job / "summary.json").read_text())["total_steps"] == 600
+
+
+def test_a_sweep_job_whose_own_dir_holds_a_run_leaves_it_alone(tmp_path, capfd):
+    sweep = tmp_path / "sweep"
+    old = sweep / "job-0" / "checkpoints" / "last.pt"
+    old.parent.mkdir(parents=True)
+    old.write_bytes(b"an old run's checkpoint")
+    _, _, err = run_main(
+        "-m",
+        *TINY_RUN_ARGS,
+        "total_steps=600",
+        "seed=0,1",
+        f"hydra.sweep.dir={sweep}",
+        "hydra.sweep.subdir=job-${hydra.job.num}",
+        capfd=capfd,
+    )
+    assert f"job dir {old.parent.parent} already holds a run" in err, err
+    assert old.read_bytes() == b"an old run's checkpoint"
+    assert not (sweep / "job-0" / "summary.json").exists()
+    assert json.loads((sweep / "job-1" / "summary.json").read_text())["status"] == "completed"

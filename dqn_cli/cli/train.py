@@ -161,7 +161,9 @@ def _claim_sweep_dir(overrides: list[str]) -> None:
     """A sweep given an existing sweep dir of runs: refused, or with overwrite=true emptied of
     those runs' files first (the default sweep dirs are new ones)."""
     given = [o for o in overrides if _key(o) == "hydra.sweep.dir"]
-    if not given:
+    # With job dirs of their own naming (hydra.sweep.subdir, e.g. to continue an Optuna search
+    # in its sweep dir) only the jobs can tell whether theirs held a run: see guarded_task.
+    if not given or any(_key(o) == "hydra.sweep.subdir" for o in overrides):
         return
     from dqn_cli.cli.compose import override_value
     from dqn_cli.run_planning import claim_sweep_dir
@@ -271,9 +273,15 @@ def guarded_task(cfg: DictConfig, plan: ResumePlan | None) -> float:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
-        # A single run's dir is locked by preflight; a sweep job locks its own.
+        # A single run's dir is locked and checked by preflight; a sweep job does its own.
         lock = RunLock.acquire(run_dir) if multirun else None
-    except RunDirError as exc:  # another process's run: record nothing in it
+        if lock is not None and (run_dir / "checkpoints").exists():
+            lock.release()
+            raise RunDirError(
+                f"job dir {run_dir} already holds a run; its checkpoints are left alone "
+                "(choose another hydra.sweep.dir or hydra.sweep.subdir)"
+            )
+    except RunDirError as exc:  # another run's dir: record nothing in it
         print(f"dqn-train: error: {one_line(exc)}", file=sys.stderr)
         return math.nan
     try:
