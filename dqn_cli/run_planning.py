@@ -1,9 +1,11 @@
 """What to check before a run dir exists, and how to continue a run: plain library code.
 
 ``dqn-train`` calls these after composing its config and before Hydra creates a run dir, so a
-bad value, an unknown env, a missing device or a broken ``resume=`` target costs one line and no
-empty run dir. Nothing here knows Hydra; every function takes plain values and can be tested
-with plain values. torch and gymnasium are imported only once a config has passed, so a config
+bad value, an unknown env, a missing device, too little memory or a broken ``resume=`` target
+costs one line and no empty run dir, and a resume that is refused changes no file of the run.
+Then the run dir is claimed: one run per dir, one process per run (see run_lock.py).
+Nothing here knows Hydra; every function takes plain values and can be tested with plain
+values. torch and gymnasium are imported only once a config has passed, so a config
 error returns at once.
 """
 

@@ -1,8 +1,10 @@
 """``dqn-train``: compose the config with Hydra, validate it, train, report.
 
 Before Hydra creates a run dir, a single run's overrides are composed and checked once
-(:func:`preflight`): a typo, a bad value, an unknown env or a broken ``resume=`` target is one
-line on stderr and exit code 2, and no empty run dir is left behind. ``--help`` and config
+(:func:`preflight`): a typo, a bad value, an unknown env, too little memory or a broken
+``resume=`` target is one line on stderr and exit code 2, and no empty run dir is left behind.
+Preflight then claims the run dir (refusing one that holds another run or is in use) and holds
+its lock until the process ends. ``--help`` and config
 errors return before torch, gymnasium or rich are imported.
 """
 
@@ -264,7 +266,8 @@ def run_task(cfg: DictConfig, plan: ResumePlan | None) -> float:
 
 
 def guarded_task(cfg: DictConfig, plan: ResumePlan | None) -> float:
-    """:func:`run_task` turning user errors and divergence into one line and a failed job."""
+    """:func:`run_task` turning user errors, divergence and a failing disk into one line and a
+    failed job."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
@@ -273,32 +276,38 @@ def guarded_task(cfg: DictConfig, plan: ResumePlan | None) -> float:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
-        # A single run's dir is locked and checked by preflight; a sweep job does its own.
-        lock = RunLock.acquire(run_dir) if multirun else None
-        if lock is not None and (run_dir / "checkpoints").exists():
-            lock.release()
-            raise RunDirError(
-                f"job dir {run_dir} already holds a run; its checkpoints are left alone "
-                "(choose another hydra.sweep.dir or hydra.sweep.subdir)"
-            )
+        # A single run's dir is claimed by preflight; a sweep job claims its own.
+        lock = _claim_job_dir(run_dir) if multirun else None
     except RunDirError as exc:  # another run's dir: record nothing in it
         print(f"dqn-train: error: {one_line(exc)}", file=sys.stderr)
         return math.nan
     try:
-        if lock is not None:
-            lock.record_holder()
         return run_task(cfg, plan)
-    except (UserError, TrainingDiverged) as exc:
+    # OSError: the run dir failed under the run (disk full, removed, ...) outside a checkpoint.
+    except (UserError, TrainingDiverged, OSError) as exc:
         print(f"dqn-train: error: {one_line(exc)}", file=sys.stderr)
         log.error("%s", one_line(exc))
         _record_failure(run_dir, one_line(exc))
         if multirun:
             # Exiting here would abort the other jobs of the sweep; the failure is on record.
             return math.nan
-        sys.exit(2 if isinstance(exc, UserError) else 1)
+        sys.exit(1 if isinstance(exc, TrainingDiverged) else 2)
     finally:
         if lock is not None:
             lock.release()
+
+
+def _claim_job_dir(run_dir: Path) -> RunLock:
+    """Lock a sweep job's dir for the job; refuse one where an earlier run left checkpoints."""
+    lock = RunLock.acquire(run_dir)
+    if (run_dir / "checkpoints").exists():
+        lock.release()
+        raise RunDirError(
+            f"job dir {run_dir} already holds a run; its checkpoints are left alone "
+            "(choose another hydra.sweep.dir or hydra.sweep.subdir)"
+        )
+    lock.record_holder()
+    return lock
 
 
 def _record_failure(run_dir: Path, message: str) -> None:
