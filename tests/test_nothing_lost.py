@@ -478,3 +478,12 @@ def test_a_sweep_job_whose_own_dir_holds_a_run_leaves_it_alone(tmp_path, capfd):
     assert old.read_bytes() == b"an old run's checkpoint"
     assert not (sweep / "job-0" / "summary.json").exists()
     assert json.loads((sweep / "job-1" / "summary.json").read_text())["status"] == "completed"
+
+
+def test_an_interpolated_run_dir_is_checked_where_hydra_writes(tmp_path, capfd):
+    pattern = f"hydra.run.dir={tmp_path}/${{hydra.job.name}}-${{seed}}"
+    code, _, err = run_main(*RUN_ARGS, "seed=3", pattern, capfd=capfd)
+    assert code == 0, err
+    assert (tmp_path / "train-3" / "summary.json").is_file()
+    code, _, err = run_main(*RUN_ARGS, "seed=3", pattern, capfd=capfd)
+    assert_one_line_error(code, err, f"run dir {tmp_path / 'train-3'} already holds a run")

@@ -24,6 +24,9 @@ from dqn_cli.config import ConfigError, RunOptions, TrainConfig
 
 CONFIG_MODULE = "dqn_cli.conf"
 DEFAULTS_NAME = "dqn_defaults"
+# hydra.job.name of dqn-train's jobs (Hydra names them after dqn_cli/cli/train.py); composing
+# here under the same name resolves ${hydra.job.name} in hydra.run.dir as the run will.
+JOB_NAME = "train"
 
 
 def register_defaults() -> None:
@@ -38,7 +41,9 @@ def compose_config(overrides: list[str], return_hydra_config: bool = False) -> D
     """Compose like dqn-train does, turning Hydra's multi-line errors into one line."""
     register_defaults()
     try:
-        with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
+        with initialize_config_module(
+            config_module=CONFIG_MODULE, version_base="1.3", job_name=JOB_NAME
+        ):
             return compose(
                 config_name="config",
                 overrides=overrides,
