@@ -80,6 +80,8 @@ def run_main(*argv: str, capfd) -> tuple[int, str, str]:
     from dqn_cli.cli import train
 
     handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    root = logging.getLogger()
+    log_handlers = root.handlers[:]
     saved_argv = sys.argv
     capfd.readouterr()
     sys.argv = ["dqn-train", *argv]
@@ -93,9 +95,12 @@ def run_main(*argv: str, capfd) -> tuple[int, str, str]:
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
         GlobalHydra.instance().clear()
-        root = logging.getLogger()
-        for handler in root.handlers[:]:
-            handler.close()
-            root.removeHandler(handler)
+        for handler in root.handlers[:]:  # the run's train.log and console handlers
+            if handler not in log_handlers:
+                handler.close()
+                root.removeHandler(handler)
+        for handler in log_handlers:  # Hydra's logging config replaced pytest's
+            if handler not in root.handlers:
+                root.addHandler(handler)
     out, err = capfd.readouterr()
     return code, out, err

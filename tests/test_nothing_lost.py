@@ -393,7 +393,7 @@ def test_required_replay_bytes_is_what_the_storage_allocates():
 def test_a_replay_buffer_beyond_memory_is_refused_before_any_run_dir(tmp_path):
     done = run_installed("dqn-train", *RUN_ARGS, "buffer.capacity=1000000000000", cwd=tmp_path)
     assert_one_line_error(
-        done.returncode, done.stderr, "buffer.capacity: 1000000000000 transitions"
+        done.returncode, done.stderr, "buffer.capacity: 1000000000000 replay transitions"
     )
     assert "bytes" in done.stderr and "available" in done.stderr
     assert not (tmp_path / "outputs").exists()
