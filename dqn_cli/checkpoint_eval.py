@@ -17,13 +17,19 @@ from typing import Any
 import gymnasium as gym
 import torch
 
-from dqn_cli.checkpoint import CHECKPOINT_FORMAT, CheckpointError, load_checkpoint
+from dqn_cli.checkpoint import (
+    CHECKPOINT_FORMAT,
+    CheckpointError,
+    check_weights,
+    load_checkpoint,
+    shown,
+)
 from dqn_cli.config import ConfigError, EnvConfig, parse_train_config
 from dqn_cli.env_spec import EnvSpec
 from dqn_cli.envs import EnvError, env_spec, make_env
 from dqn_cli.errors import first_line
 from dqn_cli.evaluation import Evaluator
-from dqn_cli.networks import ModelError, QNetwork, build_q_network
+from dqn_cli.networks import ModelError, QNetwork, build_q_network, parameter_shapes
 from dqn_cli.rundirs import find_run_dirs, is_run_dir, read_overrides
 
 VIDEO_EXTRA_HINT = "pip install 'dqn-cli[video]'"
@@ -146,7 +152,7 @@ def load_for_eval(path: Path) -> LoadedCheckpoint:
     # Older formats still carry model, config and env_spec; only a newer one is unknown.
     if not isinstance(version, int) or version > CHECKPOINT_FORMAT:
         raise CheckpointError(
-            f"checkpoint {path} has format {version!r}, newer than this dqn-cli reads "
+            f"checkpoint {path} has format {shown(version)}, newer than this dqn-cli reads "
             f"({CHECKPOINT_FORMAT}): upgrade dqn-cli"
         )
     try:
@@ -158,21 +164,19 @@ def load_for_eval(path: Path) -> LoadedCheckpoint:
         raise CheckpointError(
             f"checkpoint {path} has a config this dqn-cli refuses: {exc}"
         ) from exc
-    except (KeyError, TypeError, ValueError) as exc:
+    except (
+        KeyError,
+        IndexError,
+        TypeError,
+        ValueError,
+        AttributeError,
+        OverflowError,
+        RuntimeError,
+    ) as exc:
         raise CheckpointError(
-            f"checkpoint {path} is not a dqn-cli checkpoint (bad or missing {exc})"
+            f"checkpoint {path} is not a dqn-cli checkpoint (bad or missing {first_line(exc)})"
         ) from exc
-    try:
-        model = config.model
-        network = build_q_network(model._target_, model.head, model.args, spec)
-    except ModelError as exc:
-        raise CheckpointError(f"checkpoint {path}: cannot rebuild its model: {exc}") from exc
-    try:
-        network.load_state_dict(_current_model_keys(payload["model"]))
-    except (RuntimeError, TypeError, AttributeError, ValueError) as exc:
-        raise CheckpointError(
-            f"checkpoint {path}: its weights do not fit the network its config describes"
-        ) from exc
+    # The env first: sizes the file declares are believed only once the env confirms them.
     try:
         env = make_env(config.env)
         actual = env_spec(env.observation_space, env.action_space, env_id)
@@ -185,6 +189,21 @@ def load_for_eval(path: Path) -> LoadedCheckpoint:
             f"checkpoint {path}: env {env_id!r} here has {_describe(actual)}, "
             f"the checkpoint was trained on {_describe(spec)}"
         )
+    model = config.model
+    weights = _current_model_keys(payload["model"])
+    try:
+        # Checked against the shapes of a network built on torch's meta device (no memory),
+        # so no tensor of a size the file declares is allocated before it is known to fit.
+        check_weights(weights, parameter_shapes(model._target_, model.head, model.args, spec), path)
+        network = build_q_network(model._target_, model.head, model.args, spec)
+    except ModelError as exc:
+        raise CheckpointError(f"checkpoint {path}: cannot rebuild its model: {exc}") from exc
+    try:
+        network.load_state_dict(weights)
+    except (RuntimeError, TypeError, AttributeError, ValueError) as exc:
+        raise CheckpointError(
+            f"checkpoint {path}: its weights do not fit the network its config describes"
+        ) from exc
     return LoadedCheckpoint(path, config.env, step, network)
 
 

@@ -53,6 +53,11 @@ UNIT = Rule("in [0, 1]", lambda v: 0 <= v <= 1)
 UNIT_OPEN_BELOW = Rule("in (0, 1]", lambda v: 0 < v <= 1)
 # numpy's legacy global seeding (np.random.seed) takes 32-bit seeds only.
 SEED = Rule("in [0, 4294967295]", lambda v: 0 <= v <= 2**32 - 1)
+# Counts of OS-level things (threads, env instances): beyond these, a typo, never a plan.
+THREADS = Rule("in [1, 1024]", lambda v: 1 <= v <= 1024)
+ENVS = Rule("in [1, 4096]", lambda v: 1 <= v <= 4096)
+MAX_EVAL_EPISODES = 100_000  # each episode's return is kept in memory until the mean is taken
+EPISODES = Rule(f"in [1, {MAX_EVAL_EPISODES}]", lambda v: 1 <= v <= MAX_EVAL_EPISODES)
 
 
 def key(default: Any, help: str, rule: Rule | None = None) -> Any:
@@ -191,7 +196,7 @@ class EvalConfig:
         5_000, "env steps between greedy evaluations (best.pt follows the best one)", POSITIVE
     )
     episodes: int = key(
-        20, "episodes per evaluation, seeded, on an env instance of their own", POSITIVE
+        20, "episodes per evaluation, seeded, on an env instance of their own", EPISODES
     )
     epsilon: float = key(0.0, "epsilon while evaluating; 0 is greedy", UNIT)
     stop_at: float | None = key(
@@ -255,11 +260,11 @@ class TrainConfig:
     )
     device: Device = key("auto", "auto (cuda if available) | cpu | cuda")
     torch_threads: int = key(
-        1, "torch intra-op threads; 1 is fastest for small MLPs and reproducible", POSITIVE
+        1, "torch intra-op threads; 1 is fastest for small MLPs and reproducible", THREADS
     )
     total_steps: int = key(50_000, "env steps to train for", POSITIVE)
     num_envs: int = key(
-        1, "envs stepped in lockstep (SyncVectorEnv), acted on in one forward pass", POSITIVE
+        1, "envs stepped in lockstep (SyncVectorEnv), acted on in one forward pass", ENVS
     )
     lr: float = key(1e-3, "Adam learning rate", POSITIVE)
     adam_eps: float = key(
@@ -310,6 +315,11 @@ class RunOptions:
 
     resume: str | None = key(
         None, "RUN_DIR: continue that run from its newest checkpoint (only total_steps may change)"
+    )
+    overwrite: bool = key(
+        False,
+        "start a new run in a dir that holds one: first deletes its checkpoints/, summary.json, "
+        "train.log, events files and .hydra/",
     )
 
     def to_dict(self) -> dict[str, Any]:

@@ -29,5 +29,7 @@ class EnvSpec:
             obs_shape=tuple(int(d) for d in data["obs_shape"]),
             obs_dtype=str(data["obs_dtype"]),
             n_actions=int(data["n_actions"]),
-            obs_categories=data.get("obs_categories"),
+            obs_categories=None
+            if data.get("obs_categories") is None
+            else int(data["obs_categories"]),
         )

@@ -11,3 +11,9 @@ def first_line(exc: BaseException) -> str:
     that quote a library's message."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def one_line(exc: BaseException) -> str:
+    """``str(exc)`` as one line, whatever it quotes (a value read from a damaged file may
+    span several)."""
+    return " ".join(line.strip() for line in str(exc).splitlines() if line.strip())

@@ -264,6 +264,16 @@ def build_q_network(target: str, head: str, kwargs: Mapping[str, Any], spec: Env
     return QNetwork(net, spec)
 
 
+def parameter_shapes(
+    target: str, head: str, kwargs: Mapping[str, Any], spec: EnvSpec
+) -> dict[str, tuple[int, ...]]:
+    """The state_dict shapes of the network a config describes, built on torch's meta device:
+    no memory is allocated, so sizes a checkpoint declares cost nothing to check."""
+    with torch.device("meta"):
+        net = build_q_network(target, head, kwargs, spec)
+    return {name: tuple(tensor.shape) for name, tensor in net.state_dict().items()}
+
+
 # ---------------------------------------------------------------------------------------------
 # Acting
 

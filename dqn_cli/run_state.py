@@ -7,10 +7,10 @@ Checks that guard what is saved live here too: weights are checked finite before
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
-import pickle
 import random
 import shutil
 from collections import deque
@@ -24,12 +24,13 @@ from gymnasium.vector import SyncVectorEnv
 
 from dqn_cli.buffers import ReplayBuffer
 from dqn_cli.buffers.nstep import NStepAccumulator
-from dqn_cli.checkpoint import CHECKPOINT_FORMAT, CheckpointError, save_checkpoint
+from dqn_cli.checkpoint import CHECKPOINT_FORMAT, CheckpointError, save_checkpoint, shown
 from dqn_cli.config import TrainConfig
 from dqn_cli.env_spec import EnvSpec
 from dqn_cli.env_state import restore_envs, snapshot_envs
 from dqn_cli.learner import Learner, UpdateResult
 from dqn_cli.networks import QNetwork
+from dqn_cli.run_lock import RunDirError
 from dqn_cli.targets import TargetUpdater
 
 log = logging.getLogger(__name__)
@@ -78,22 +79,55 @@ class LoopState:
             "recent_returns": list(self.recent_returns),
         }
 
-    def load_state_dict(self, state: dict[str, Any], step: int, envs_restored: bool) -> None:
-        self.step = step
-        self.episodes = int(state["episodes"])
-        self.best_eval = float(state["best_eval"])
-        self.last_eval = None if state["last_eval"] is None else float(state["last_eval"])
-        self.last_eval_step = int(state["last_eval_step"])
-        self.recent_returns.extend(float(r) for r in state["recent_returns"])
+    def load_state_dict(self, state: Any, step: int, envs_restored: bool) -> None:
+        """Restore the counters; raises ValueError (one line) for a value of the wrong type,
+        shape or range, before anything is changed."""
+        if not isinstance(state, dict):
+            raise ValueError("loop state is not a dict")
+        episodes = _count(state, "episodes", minimum=0)
+        last_eval_step = _count(state, "last_eval_step", minimum=-1)
+        best_eval = _number(state, "best_eval", allow=-math.inf)
+        last_eval = None if state.get("last_eval") is None else _number(state, "last_eval")
+        returns = state.get("recent_returns")
+        if not isinstance(returns, list) or len(returns) > self.recent_returns.maxlen:  # type: ignore[operator]
+            raise ValueError(
+                f"loop state 'recent_returns' is not a list of at most "
+                f"{self.recent_returns.maxlen} numbers"
+            )
+        recent = [_number({"recent_returns": r}, "recent_returns") for r in returns]
+        arrays = {}
         if envs_restored:  # otherwise the fresh episodes that were just reset stand
             for name in ("obs", "episode_return", "episode_length"):
-                saved = state[name].numpy()
-                if saved.shape != getattr(self, name).shape:
-                    raise CheckpointError(
-                        f"checkpoint loop state {name!r} has shape {list(saved.shape)}, "
-                        f"this run needs {list(getattr(self, name).shape)}"
+                ours = getattr(self, name)
+                saved = state.get(name)
+                if not isinstance(saved, torch.Tensor) or saved.shape != ours.shape:
+                    shape = list(saved.shape) if isinstance(saved, torch.Tensor) else "none"
+                    raise ValueError(
+                        f"loop state {name!r} has shape {shape}, this run needs {list(ours.shape)}"
                     )
-                setattr(self, name, saved.copy())
+                arrays[name] = saved.numpy().astype(ours.dtype)
+        self.step, self.episodes = step, episodes
+        self.best_eval, self.last_eval, self.last_eval_step = best_eval, last_eval, last_eval_step
+        self.recent_returns.extend(recent)
+        for name, value in arrays.items():
+            setattr(self, name, value)
+
+
+def _count(state: dict[str, Any], name: str, minimum: int) -> int:
+    value = state.get(name)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"loop state {name!r} is {shown(value)}, expected an integer >= {minimum}")
+    return value
+
+
+def _number(state: dict[str, Any], name: str, allow: float | None = None) -> float:
+    """A finite float (or exactly ``allow``, e.g. -inf before the first evaluation)."""
+    value = state.get(name)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"loop state {name!r} is {shown(value)}, expected a number")
+    if not (math.isfinite(value) or value == allow):
+        raise ValueError(f"loop state {name!r} is {shown(value)}, expected a finite number")
+    return float(value)
 
 
 def seed_everything(seed: int) -> None:
@@ -146,6 +180,49 @@ def check_finite(
     )
 
 
+# What of a full-state payload must be finite to be worth resuming from.
+_FINITE_PARTS = {
+    "model": "weights",
+    "target_model": "target network weights",
+    "optimizer": "optimizer state",
+}
+
+
+def require_finite_state(payload: dict[str, Any], path: Path) -> None:
+    """Refuse to write a checkpoint whose weights or optimizer moments are NaN or inf: the
+    loss can look finite while Adam's moments have already overflowed."""
+    for part, name in _FINITE_PARTS.items():
+        if not all(bool(torch.isfinite(t).all()) for t in _float_tensors(payload.get(part))):
+            raise TrainingDiverged(
+                f"training diverged by env step {payload['env_step']}: the {name} are not "
+                f"finite, so they were not saved to {path}; the last good checkpoint is kept. "
+                "Likely causes: a learning rate too high, rewards on a large scale, or no "
+                "gradient clipping"
+            )
+
+
+def _float_tensors(tree: Any) -> list[torch.Tensor]:
+    if isinstance(tree, torch.Tensor):
+        return [tree] if tree.is_floating_point() else []
+    if isinstance(tree, dict):
+        tree = list(tree.values())
+    if isinstance(tree, list | tuple):
+        return [t for item in tree for t in _float_tensors(item)]
+    return []
+
+
+def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
+    """summary.json, replaced atomically; a one-line RunDirError when it cannot be written."""
+    path = run_dir / "summary.json"
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(json.dumps(summary, indent=2) + "\n")
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise RunDirError(f"cannot write {path}: {exc.strerror or exc}") from exc
+
+
 def model_payload(
     online: QNetwork, config: TrainConfig, spec: EnvSpec, step: int, eval_return: float | None
 ) -> dict[str, Any]:
@@ -189,6 +266,7 @@ def full_payload(
 def save_full_state(payload: dict[str, Any], checkpoints: Path, keep: int, periodic: bool) -> None:
     """Write last.pt; periodic ones are also kept as step_<N>.pt copies, ``keep`` at most."""
     last = checkpoints / "last.pt"
+    require_finite_state(payload, last)
     save_checkpoint(payload, last)
     if periodic and keep > 0:
         keep_periodic_copy(last, checkpoints / f"step_{payload['env_step']:09d}.pt", keep)
@@ -233,11 +311,13 @@ def restore(
                 {k: v.numpy() if isinstance(v, torch.Tensor) else v for k, v in saved.items()}
             )
         if "replay" in payload:
+            if not isinstance(payload["replay"], dict):
+                raise ValueError("its replay state is not a dict")
             agent.buffer.load_state_dict(payload["replay"])
         restore_rng_state(rng, payload["rng"])
     except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as exc:
         raise CheckpointError(
-            f"cannot resume: the checkpoint's training state does not fit this run "
+            f"its training state does not fit this run "
             f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else exc!r})"
         ) from exc
     if "replay" not in payload:
@@ -247,10 +327,12 @@ def restore(
         )
     snapshots = payload.get("env_snapshots")
     if snapshots is not None:
+        if not (isinstance(snapshots, list) and all(isinstance(b, bytes) for b in snapshots)):
+            raise CheckpointError("its env state was refused: env_snapshots is not a list of bytes")
         try:
             restore_envs(envs, snapshots, config.env)
-        except (pickle.UnpicklingError, ValueError) as exc:
-            raise CheckpointError(f"checkpoint env state was refused: {exc}") from exc
+        except Exception as exc:  # unpickling damaged bytes can raise anything
+            raise CheckpointError(f"its env state was refused: {exc}") from exc
     else:
         # No faithful env snapshot (e.g. Box2D): new episodes, seeded by where we stopped.
         obs, _ = envs.reset(seed=config.seed + int(payload["env_step"]))
@@ -259,6 +341,4 @@ def restore(
     try:
         state.load_state_dict(payload["loop"], int(payload["env_step"]), snapshots is not None)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise CheckpointError(
-            f"cannot resume: the checkpoint's loop state is damaged ({exc!r})"
-        ) from exc
+        raise CheckpointError(f"its loop state is damaged ({exc})") from exc

@@ -4,7 +4,6 @@ checkpoint). What a checkpoint holds and how it is restored lives in run_state.p
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import math
 import time
@@ -40,6 +39,7 @@ from dqn_cli.run_state import (
     restore,
     save_full_state,
     seed_everything,
+    write_summary,
 )
 from dqn_cli.targets import make_target_updater
 
@@ -380,7 +380,7 @@ def train(
         interrupted=interrupted,
         stopped_early=not interrupted and step < c.total_steps,
     )
-    (run_dir / "summary.json").write_text(json.dumps(result.summary(), indent=2) + "\n")
+    write_summary(run_dir, result.summary())
     logger.summary(result.summary())
     logger.close()
     return result

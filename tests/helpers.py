@@ -1,5 +1,6 @@
 """Helpers and constants the tests share, imported everywhere as ``tests.helpers``."""
 
+import hashlib
 import shutil
 import subprocess
 import sys
@@ -55,3 +56,51 @@ def run_installed(name, *args, cwd, timeout=300, env=None):
         timeout=timeout,
         env=env,
     )
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    """Every file below ``root`` (hidden ones included) with the hash of its bytes."""
+    return {
+        str(path.relative_to(root)): hashlib.sha256(path.read_bytes()).hexdigest()
+        if path.is_file()
+        else "dir"
+        for path in sorted(root.rglob("*"))
+    }
+
+
+def run_main(*argv: str, capfd) -> tuple[int, str, str]:
+    """``dqn-train ARGV`` through its real entry point, in this process (no start-up cost):
+    ``(exit code, stdout, stderr)``. Hydra's global state, the logging it set up and the
+    signal handlers dqn-train installs are put back afterwards."""
+    import logging
+    import signal
+
+    from hydra.core.global_hydra import GlobalHydra
+
+    from dqn_cli.cli import train
+
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    root = logging.getLogger()
+    log_handlers = root.handlers[:]
+    saved_argv = sys.argv
+    capfd.readouterr()
+    sys.argv = ["dqn-train", *argv]
+    code = 0
+    try:
+        train.main()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    finally:
+        sys.argv = saved_argv
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+        GlobalHydra.instance().clear()
+        for handler in root.handlers[:]:  # the run's train.log and console handlers
+            if handler not in log_handlers:
+                handler.close()
+                root.removeHandler(handler)
+        for handler in log_handlers:  # Hydra's logging config replaced pytest's
+            if handler not in root.handlers:
+                root.addHandler(handler)
+    out, err = capfd.readouterr()
+    return code, out, err

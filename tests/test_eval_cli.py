@@ -340,7 +340,7 @@ def _newer_format(payload):
 @pytest.mark.parametrize(
     ("edit", "expected"),
     [
-        (_wider_network, "its weights do not fit the network its config describes"),
+        (_wider_network, "have shape [32, 4], the network its config describes needs [64, 4]"),
         (_no_env_spec, "is not a dqn-cli checkpoint (bad or missing 'env_spec')"),
         (_newer_format, "has format 99, newer than this dqn-cli reads"),
     ],
@@ -384,7 +384,9 @@ def test_cuda_trained_checkpoint_evaluates_on_cpu(capsys, sweep, tmp_path):
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        (["--episodes", "0"], "argument --episodes: must be >= 1, got 0"),
+        (["--episodes", "0"], "argument --episodes: must be in [1, 100000], got 0"),
+        (["--episodes", "10**11"], "argument --episodes: expected an integer"),
+        (["--episodes", "100000000000"], "argument --episodes: must be in [1, 100000]"),
         (["--episodes", "many"], "argument --episodes: expected an integer, got 'many'"),
         (["--seed", "-1"], "argument --seed: must be >= 0, got -1"),
         (["--epsilon", "1.5"], "argument --epsilon: must be in [0, 1], got 1.5"),

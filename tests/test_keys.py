@@ -59,7 +59,7 @@ def test_yaml_presets_set_only_defined_keys(group, entry):
 
 def test_composed_defaults_hold_every_key_once():
     run, raw = split_config(compose_config([]))
-    assert set(run) == {"resume"}
+    assert set(run) == {"resume", "overwrite"}
     flat = set(flatten_keys(raw))
     assert flat == {k.name for k in config_keys()} | {"model.hidden"}  # the mlp's own key
     parse_train_config(raw)

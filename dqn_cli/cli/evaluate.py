@@ -30,7 +30,9 @@ from dqn_cli.checkpoint_eval import (
     require_video_extra,
     resolve_targets,
 )
+from dqn_cli.config import MAX_EVAL_EPISODES
 from dqn_cli.envs import EnvError
+from dqn_cli.errors import one_line
 
 PROG = "dqn-eval"
 
@@ -64,10 +66,10 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _positive_int(text: str) -> int:
+def _episodes(text: str) -> int:
     value = _int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    if not 1 <= value <= MAX_EVAL_EPISODES:
+        raise argparse.ArgumentTypeError(f"must be in [1, {MAX_EVAL_EPISODES}], got {value}")
     return value
 
 
@@ -115,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--episodes",
-        type=_positive_int,
+        type=_episodes,
         default=20,
         metavar="N",
         help="episodes per checkpoint (default 20)",
@@ -272,7 +274,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return run(args)
     except USER_ERRORS as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        print(f"{PROG}: error: {one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)

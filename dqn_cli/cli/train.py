@@ -1,24 +1,35 @@
 """``dqn-train``: compose the config with Hydra, validate it, train, report.
 
 Before Hydra creates a run dir, a single run's overrides are composed and checked once
-(:func:`preflight`): a typo, a bad value, an unknown env or a broken ``resume=`` target is one
-line on stderr and exit code 2, and no empty run dir is left behind. ``--help`` and config
+(:func:`preflight`): a typo, a bad value, an unknown env, too little memory or a broken
+``resume=`` target is one line on stderr and exit code 2, and no empty run dir is left behind.
+Preflight then claims the run dir (refusing one that holds another run or is in use) and holds
+its lock until the process ends. ``--help`` and config
 errors return before torch, gymnasium or rich are imported.
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
 import logging
 import math
 import signal
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from dqn_cli.config import ConfigError, config_keys, parse_run_options, section_help, suggest_key
-from dqn_cli.errors import UserError
+from dqn_cli.config import (
+    ConfigError,
+    RunOptions,
+    config_keys,
+    parse_run_options,
+    section_help,
+    suggest_key,
+)
+from dqn_cli.errors import UserError, one_line
+from dqn_cli.run_lock import RunDirError, RunLock
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
@@ -58,7 +69,7 @@ _NO_PREFLIGHT = {
 
 def check_override_keys(overrides: list[str]) -> None:
     """Refuse an override of a key that does not exist, before Hydra suggests ``+key=...``."""
-    known = {k.name for k in config_keys()} | set(section_help()) | {"resume"}
+    known = {k.name for k in [*config_keys(), *config_keys(RunOptions)]} | set(section_help())
     for override in overrides:
         name = override.split("=", 1)[0]
         # model.* beyond _target_ and head are the model's own arguments (env.kwargs.* the env's),
@@ -85,37 +96,98 @@ def check_tracker_extras(overrides: list[str]) -> None:
                 require_tracker(kind.strip())
 
 
-def preflight(args: list[str]) -> tuple[list[str], ResumePlan | None]:
-    """Validate a single run's overrides; return extra Hydra overrides and the resume plan."""
+# Overrides whose value is a path: typed plainly, they are taken literally (see README).
+PATH_KEYS = ("resume", "hydra.run.dir", "hydra.sweep.dir")
+
+
+@dataclass
+class Launch:
+    """What preflight hands to Hydra: its argv, the resume plan, the held run-dir lock."""
+
+    hydra_args: list[str]
+    plan: ResumePlan | None = None
+    lock: RunLock | None = None
+
+
+def _key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def preflight(args: list[str]) -> Launch:
+    """Validate a single run's overrides and claim its run dir, before Hydra writes anything."""
     overrides = [a for a in args if not a.startswith("-")]
     multirun = "-m" in args or "--multirun" in args
-    if multirun and any(a.split("=", 1)[0] == "resume" for a in overrides):
+    if multirun and any(_key(a) == "resume" for a in overrides):
         raise ConfigError("resume", "cannot be combined with -m/--multirun; resume one run")
     if not any(arg.split("=")[0] in {"--cfg", "-c", "--info", "-i"} for arg in args):
         check_override_keys(overrides)
+    check_tracker_extras(overrides)  # sweeps too, before their dir is claimed
+    if any(_key(a) in PATH_KEYS and "=" in a for a in args):
+        from dqn_cli.cli.compose import literal_path_override
+
+        args = [literal_path_override(a) if _key(a) in PATH_KEYS else a for a in args]
+        overrides = [a for a in args if not a.startswith("-")]
+    if multirun:
+        _claim_sweep_dir(overrides)
     if any(arg.split("=")[0] in _NO_PREFLIGHT for arg in args):
-        check_tracker_extras(overrides)  # a sweep is not composed here; its logger= is known
-        return [], None
-    from dqn_cli.cli.compose import compose_config, split_config
-    from dqn_cli.run_planning import check_new_run, plan_resume, resume_overrides
+        return Launch(args)
+    from dqn_cli.cli.compose import compose_run, hydra_quoted, override_value, split_config
+    from dqn_cli.run_planning import (
+        check_new_run,
+        claim_new_run_dir,
+        plan_resume,
+        prepare_run_dir,
+        resume_dir,
+        resume_overrides,
+    )
 
     pairs = {
-        o.split("=", 1)[0].lstrip("+~"): o.partition("=")[2]
-        for o in overrides
-        if not o.startswith(("hydra.", "hydra/"))
+        _key(o): o.partition("=")[2] for o in overrides if not o.startswith(("hydra.", "hydra/"))
     }
+    # Hydra is handed the run dir resolved here, so it writes where the checks looked.
+    others = [a for a in args if _key(a) != "hydra.run.dir"]
     if "resume" in pairs and pairs["resume"] != "null":
-        options = parse_run_options({"resume": pairs.pop("resume")})
+        resume = override_value(f"resume={pairs.pop('resume')}")
+        options = parse_run_options({"resume": resume})
         assert options.resume is not None
-        plan = plan_resume(Path(options.resume), resume_overrides(pairs))
-        run_dir = str(plan.run_dir).replace("'", "\\'")
+        run_dir = resume_dir(options.resume)
+        total_steps = resume_overrides(pairs)
+        lock = RunLock.acquire(run_dir)
+        try:
+            plan = plan_resume(run_dir, total_steps)
+            prepare_run_dir(run_dir, lock)
+        except BaseException:
+            lock.release()
+            raise
         # Continue in the run's own dir; keep its original .hydra/ untouched.
-        return [f"hydra.run.dir='{run_dir}'", "hydra.output_subdir=.hydra/resumed"], plan
-    cfg = compose_config([o for o in overrides if not o.startswith(("hydra.", "hydra/"))])
+        extra = [
+            f"hydra.run.dir={hydra_quoted(str(run_dir))}",
+            "hydra.output_subdir=.hydra/resumed",
+        ]
+        return Launch([*others, *extra], plan, lock)
+    composed = [o for o in overrides if _key(o) == "hydra.run.dir" or not o.startswith("hydra")]
+    cfg, run_dir_text = compose_run(composed)
     run, raw = split_config(cfg)
-    parse_run_options(run)
+    options = parse_run_options(run)
     check_new_run(raw)
-    return [], None
+    run_dir = Path(run_dir_text).expanduser().absolute()
+    lock = claim_new_run_dir(run_dir, options.overwrite)
+    return Launch([*others, f"hydra.run.dir={hydra_quoted(str(run_dir))}"], None, lock)
+
+
+def _claim_sweep_dir(overrides: list[str]) -> None:
+    """A sweep given an existing sweep dir of runs: refused, or with overwrite=true emptied of
+    those runs' files first (the default sweep dirs are new ones)."""
+    given = [o for o in overrides if _key(o) == "hydra.sweep.dir"]
+    # With job dirs of their own naming (hydra.sweep.subdir, e.g. to continue an Optuna search
+    # in its sweep dir) only the jobs can tell whether theirs held a run: see guarded_task.
+    if not given or any(_key(o) == "hydra.sweep.subdir" for o in overrides):
+        return
+    from dqn_cli.cli.compose import override_value
+    from dqn_cli.run_planning import claim_sweep_dir
+
+    overwrite = any(o.lower() in ("overwrite=true", "+overwrite=true") for o in overrides)
+    claim_sweep_dir(Path(override_value(given[-1])).expanduser().absolute(), overwrite)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -235,29 +307,57 @@ def _relative_name(path: Path, base: Path) -> str:
 
 
 def guarded_task(cfg: DictConfig, plan: ResumePlan | None) -> float:
-    """:func:`run_task` turning user errors and divergence into one line and a failed job."""
+    """:func:`run_task` turning user errors, divergence and a failing disk into one line and a
+    failed job."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
     from dqn_cli.training import TrainingDiverged
 
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    try:
+        # A single run's dir is claimed by preflight; a sweep job claims its own.
+        lock = _claim_job_dir(run_dir) if multirun else None
+    except RunDirError as exc:  # another run's dir: record nothing in it
+        print(f"dqn-train: error: {one_line(exc)}", file=sys.stderr)
+        return math.nan
     try:
         return run_task(cfg, plan)
-    except (UserError, TrainingDiverged) as exc:
-        print(f"dqn-train: error: {exc}", file=sys.stderr)
-        log.error("%s", exc)
-        _record_failure(Path(HydraConfig.get().runtime.output_dir), str(exc))
-        if HydraConfig.get().mode == RunMode.MULTIRUN:
+    # OSError: the run dir failed under the run (disk full, removed, ...) outside a checkpoint.
+    except (UserError, TrainingDiverged, OSError) as exc:
+        print(f"dqn-train: error: {one_line(exc)}", file=sys.stderr)
+        log.error("%s", one_line(exc))
+        _record_failure(run_dir, one_line(exc))
+        if multirun:
             # Exiting here would abort the other jobs of the sweep; the failure is on record.
             return math.nan
-        sys.exit(2 if isinstance(exc, UserError) else 1)
+        sys.exit(1 if isinstance(exc, TrainingDiverged) else 2)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _claim_job_dir(run_dir: Path) -> RunLock:
+    """Lock a sweep job's dir for the job; refuse one where an earlier run left checkpoints."""
+    lock = RunLock.acquire(run_dir)
+    if (run_dir / "checkpoints").exists():
+        lock.release()
+        raise RunDirError(
+            f"job dir {run_dir} already holds a run; its checkpoints are left alone "
+            "(choose another hydra.sweep.dir or hydra.sweep.subdir)"
+        )
+    lock.record_holder()
+    return lock
 
 
 def _record_failure(run_dir: Path, message: str) -> None:
     """A failed job still leaves a summary.json, so sweep reports can say why it failed."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    summary = {"status": "failed", "error": message}
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    from dqn_cli.run_state import write_summary
+
+    # The disk that failed the run may refuse this too; the error is printed either way.
+    with contextlib.suppress(RunDirError):
+        write_summary(run_dir, {"status": "failed", "error": message})
 
 
 def run_hydra(argv: list[str], plan: ResumePlan | None) -> None:
@@ -291,15 +391,18 @@ def main() -> None:
         print_output(render_help())
         return
     try:
-        extra, plan = preflight(args)
+        launch = preflight(args)
     except UserError as exc:
-        print(f"dqn-train: error: {exc}", file=sys.stderr)
+        print(f"dqn-train: error: {one_line(exc)}", file=sys.stderr)
         sys.exit(2)
     try:
-        run_hydra([*args, *extra], plan)
+        run_hydra(launch.hydra_args, launch.plan)
     except KeyboardInterrupt:
         print("dqn-train: aborted; the last periodic checkpoint is kept", file=sys.stderr)
         sys.exit(130)
+    finally:
+        if launch.lock is not None:
+            launch.lock.release()
 
 
 if __name__ == "__main__":
