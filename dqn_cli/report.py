@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import re
 from collections.abc import Sequence
@@ -24,7 +23,7 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from dqn_cli.rundirs import find_run_dirs, is_run_dir, read_overrides
+from dqn_cli.rundirs import find_run_dirs, is_run_dir, read_overrides, read_summary
 
 # Episodes per window for the running variance of episode return and for smoothing the
 # training-return curve; 20 is also the window of dqn-train's progress line.
@@ -128,15 +127,6 @@ def parse_overrides(lines: Sequence[str]) -> dict[str, str]:
     return parsed
 
 
-def _last_log_line(job_dir: Path) -> str | None:
-    try:
-        lines = (job_dir / "train.log").read_text(errors="replace").splitlines()
-    except OSError:
-        return None
-    lines = [line.strip() for line in lines if line.strip()]
-    return lines[-1] if lines else None
-
-
 def read_scalars(job_dir: Path) -> dict[str, Series]:
     """Every scalar in the job's TensorBoard event files, keyed by tag."""
     if not any(job_dir.glob("events.out.tfevents.*")):
@@ -170,21 +160,7 @@ def load_job(job_dir: Path, sweep_dir: Path) -> Job:
     env_id = str(env["id"]) if isinstance(env, dict) and "id" in env else None
     seed = overrides.get(SEED_KEY, str(config.get(SEED_KEY, "?")))
 
-    summary: dict[str, Any] = {}
-    error: str | None = None
-    try:
-        summary = json.loads((job_dir / "summary.json").read_text())
-    except FileNotFoundError:
-        last = _last_log_line(job_dir)
-        error = "no summary.json (killed, crashed or still running)" + (
-            f"; last log line: {last}" if last else ""
-        )
-    except (OSError, ValueError) as exc:
-        error = f"unreadable summary.json: {exc}"
-    if error is None:
-        status = str(summary.get("status", "completed"))
-        if status != "completed":
-            error = str(summary.get("error") or f"status {status}")
+    summary, error = read_summary(job_dir)
     name = str(job_dir.relative_to(sweep_dir)) if job_dir != sweep_dir else job_dir.name
     return Job(
         path=job_dir,

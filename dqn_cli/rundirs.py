@@ -7,9 +7,11 @@ possibly nested, beside hidden tool folders such as submitit's ``.submitit/``.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -47,3 +49,30 @@ def read_overrides(run_dir: Path) -> list[str]:
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return []
     return [str(item) for item in loaded] if isinstance(loaded, list) else []
+
+
+def read_summary(run_dir: Path) -> tuple[dict[str, Any], str | None]:
+    """A run's summary.json and why the run did not complete (None: it completed)."""
+    try:
+        summary = json.loads((run_dir / "summary.json").read_text())
+    except FileNotFoundError:
+        last = _last_log_line(run_dir)
+        reason = "no summary.json (killed, crashed or still running)"
+        return {}, reason + (f"; last log line: {last}" if last else "")
+    except (OSError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
+        return {}, f"unreadable summary.json: {exc}"
+    if not isinstance(summary, dict):
+        return {}, "unreadable summary.json: not a JSON object"
+    status = str(summary.get("status", "completed"))
+    if status != "completed":
+        return summary, str(summary.get("error") or f"status {status}")
+    return summary, None
+
+
+def _last_log_line(run_dir: Path) -> str | None:
+    try:
+        lines = (run_dir / "train.log").read_text(errors="replace").splitlines()
+    except OSError:
+        return None
+    lines = [line.strip() for line in lines if line.strip()]
+    return lines[-1] if lines else None

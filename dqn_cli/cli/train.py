@@ -15,12 +15,14 @@ import signal
 import sys
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from dqn_cli.config import ConfigError, config_keys, parse_run_options, section_help, suggest_key
 from dqn_cli.errors import UserError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from omegaconf import DictConfig
 
     from dqn_cli.run_planning import ResumePlan
@@ -107,15 +109,25 @@ def preflight(args: list[str]) -> tuple[list[str], ResumePlan | None]:
 
 
 class StopSignal:
-    """First SIGINT/SIGTERM: ask the loop to stop after this step and checkpoint.
-    A second SIGINT aborts at once."""
+    """First SIGINT/SIGTERM/SIGUSR2: ask the loop to stop after this step and checkpoint.
+    A second SIGINT aborts at once.
+
+    SIGTERM is what SLURM sends a job it preempts or cancels, SIGUSR2 what submitit has it send
+    before the time limit; submitit's own SIGUSR2 handler (requeue the job) is kept, to be
+    called once the checkpoint is saved (:meth:`hand_over`).
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2)
 
     def __init__(self) -> None:
         self.signum: int | None = None
+        self._requeue_handler: Callable[[int, FrameType | None], Any] | None = None
 
     def install(self) -> None:
-        signal.signal(signal.SIGINT, self._handle)
-        signal.signal(signal.SIGTERM, self._handle)
+        for signum in self.SIGNALS:
+            previous = signal.signal(signum, self._handle)
+            if signum == signal.SIGUSR2 and callable(previous):
+                self._requeue_handler = previous
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.signum is not None and signum == signal.SIGINT:
@@ -130,6 +142,16 @@ class StopSignal:
 
     def __call__(self) -> bool:
         return self.signum is not None
+
+    def hand_over(self) -> None:
+        """After the checkpoint: in a submitit job stopped by SIGTERM or SIGUSR2, let submitit
+        requeue it (it exits, and the job resumes from its checkpoint when it runs again).
+
+        Exiting instead would leave no result for submitit, which, on a cluster without
+        accounting, then waits for the job for ever. Returns where there is no such handler.
+        """
+        if self._requeue_handler is not None and self.signum != signal.SIGINT:
+            self._requeue_handler(signal.SIGUSR2, None)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -179,6 +201,7 @@ def run_task(cfg: DictConfig, plan: ResumePlan | None) -> float:
         )
         log.warning("%s", message)
         print(f"dqn-train: {message}", file=sys.stderr)
+        stop.hand_over()
         sys.exit(128 + stop.signum)
     assert result.final_eval is not None
     log.info(
@@ -198,24 +221,36 @@ def guarded_task(cfg: DictConfig, plan: ResumePlan | None) -> float:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
+    from dqn_cli.cli.sweeps import requeued_job_plan
     from dqn_cli.training import TrainingDiverged
 
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
-        return run_task(cfg, plan)
+        return run_task(cfg, plan or requeued_job_plan(run_dir))
     except (UserError, TrainingDiverged) as exc:
         print(f"dqn-train: error: {exc}", file=sys.stderr)
         log.error("%s", exc)
-        _record_failure(Path(HydraConfig.get().runtime.output_dir), str(exc))
-        if HydraConfig.get().mode == RunMode.MULTIRUN:
+        exit_code = 2 if isinstance(exc, UserError) else 1
+        _record_failure(run_dir, str(exc), exit_code)
+        if multirun:
             # Exiting here would abort the other jobs of the sweep; the failure is on record.
             return math.nan
-        sys.exit(2 if isinstance(exc, UserError) else 1)
+        sys.exit(exit_code)
+    except Exception as exc:
+        if not multirun:
+            raise
+        # A crashed job must not stop the sweep either; its traceback goes to train.log.
+        log.exception("job crashed")
+        _record_failure(run_dir, f"crashed: {type(exc).__name__}: {exc}", 1)
+        return math.nan
 
 
-def _record_failure(run_dir: Path, message: str) -> None:
-    """A failed job still leaves a summary.json, so sweep reports can say why it failed."""
+def _record_failure(run_dir: Path, message: str, exit_code: int) -> None:
+    """A failed job still leaves a summary.json, so sweep reports can say why it failed.
+    ``exit_code`` is the one a single run exits with (2: bad input), also for the sweep's."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    summary = {"status": "failed", "error": message}
+    summary = {"status": "failed", "error": message, "exit_code": exit_code}
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
 
 
