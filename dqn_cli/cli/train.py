@@ -151,7 +151,7 @@ class StopSignal:
         accounting, then waits for the job for ever. Returns where there is no such handler.
         """
         if self._requeue_handler is not None and self.signum != signal.SIGINT:
-            self._requeue_handler(signal.SIGUSR2, None)
+            self._requeue_handler(self.signum, None)
 
 
 # ---------------------------------------------------------------------------------------------
