@@ -150,8 +150,9 @@ class StopSignal:
         Exiting instead would leave no result for submitit, which, on a cluster without
         accounting, then waits for the job for ever. Returns where there is no such handler.
         """
-        if self._requeue_handler is not None and self.signum != signal.SIGINT:
-            self._requeue_handler(self.signum, None)
+        signum, handler = self.signum, self._requeue_handler
+        if handler is not None and signum is not None and signum != signal.SIGINT:
+            handler(signum, None)
 
 
 # ---------------------------------------------------------------------------------------------
