@@ -4,10 +4,11 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.bench-installed
+CLUSTER_STAMP := $(VENV)/.cluster-installed
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test test-slow bench bench-quick lint format clean
+.PHONY: help install train test test-slow test-cluster bench bench-quick lint format clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -28,6 +29,14 @@ test: $(STAMP) ## set up, then run the default test suite
 
 test-slow: $(STAMP) ## the long learning checks: default config solves CartPole on seeds 0-4
 	$(BIN)/python -m pytest -q -m slow $(PYTEST_ARGS)
+
+# Ray is the optional `ray` extra (~360 MB): installed only for these tests, under the same pin.
+$(CLUSTER_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,video,ray]'
+	touch $(CLUSTER_STAMP)
+
+test-cluster: $(CLUSTER_STAMP) ## sweeps on a local Ray and a local SLURM (root: apt-get installs slurm-wlm, munge) (~3 min)
+	$(BIN)/python -m pytest -q -m cluster $(PYTEST_ARGS)
 
 # The peer (Stable-Baselines3) is the optional `bench` extra: installed only for benchmarking,
 # under the same torch pin.

@@ -4,8 +4,8 @@ the `slurm` launcher preset, and jobs that are preempted (SIGTERM) or warned of 
 was never stopped.
 
 The cluster needs root and Debian's `slurm-wlm` and `munge` packages, installed with apt-get
-when missing (about 30 s); elsewhere these tests skip, saying why. Marked `slurm` and left out of
-the default suite (`make test-slurm` runs them, about two minutes with the install).
+when missing (about 30 s); elsewhere these tests skip, saying why. Marked `cluster` and left out of
+the default suite (`make test-cluster` runs them, about two minutes with the install).
 The cluster has no accounting database: submitit, which would ask `sacct` how a job ended,
 then learns it only from the result file the job writes, so every way a dqn-train job can end
 (done, failed, signalled) writes one or has the job requeued.
@@ -28,7 +28,7 @@ import yaml
 
 from tests.helpers import TINY_RUN_ARGS, installed_command, run_installed
 
-pytestmark = pytest.mark.slurm
+pytestmark = pytest.mark.cluster
 
 PACKAGES = ["slurm-wlm", "munge"]
 MUNGE_SOCKET = Path("/run/munge/munge.socket.2")
@@ -98,6 +98,10 @@ def _start_munged() -> int | None:
         return None
     MUNGE_SOCKET.parent.mkdir(parents=True, exist_ok=True)
     shutil.chown(MUNGE_SOCKET.parent, "munge", "munge")
+    key = Path("/etc/munge/munge.key")  # Debian's package creates it; other set-ups may not
+    if not key.exists():
+        subprocess.run(["mungekey", "--create", f"--keyfile={key}"], check=True)
+        shutil.chown(key, "munge", "munge")
     subprocess.run(["runuser", "-u", "munge", "--", "munged"], check=True)
     for _ in range(50):
         if _munge_works():

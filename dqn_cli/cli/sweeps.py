@@ -5,6 +5,7 @@ Hydra instantiates the callbacks from YAML; the functions below run inside a dqn
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
@@ -17,6 +18,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from dqn_cli.config import ConfigError
 from dqn_cli.rundirs import find_run_dirs, read_summary
 
 if TYPE_CHECKING:
@@ -123,3 +125,23 @@ def requeued_job_plan(run_dir: Path) -> ResumePlan | None:
         return None  # stopped before its first checkpoint: start again
 
     return plan_resume(run_dir)
+
+
+# Launcher presets (conf/hydra/launcher/) whose Hydra plugin comes with an optional extra:
+# preset -> (the plugin's module, the extra).
+EXTRA_LAUNCHERS = {"ray": ("hydra_plugins.hydra_ray_launcher", "ray")}
+
+
+def check_launcher_installed(overrides: list[str]) -> None:
+    """Refuse ``hydra/launcher=X`` when X's plugin is not installed, before Hydra fails on it."""
+    for override in overrides:
+        key, _, preset = override.partition("=")
+        if key.lstrip("+") != "hydra/launcher" or preset not in EXTRA_LAUNCHERS:
+            continue
+        module, extra = EXTRA_LAUNCHERS[preset]
+        if importlib.util.find_spec(module) is None:
+            raise ConfigError(
+                key,
+                f"{preset} needs the optional `{extra}` extra: "
+                f"pip install -c constraints.txt -e '.[{extra}]' in a dqn-cli checkout",
+            )

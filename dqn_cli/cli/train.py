@@ -80,6 +80,10 @@ def preflight(args: list[str]) -> tuple[list[str], ResumePlan | None]:
         raise ConfigError("resume", "cannot be combined with -m/--multirun; resume one run")
     if not any(arg.split("=")[0] in {"--cfg", "-c", "--info", "-i"} for arg in args):
         check_override_keys(overrides)
+    if any(o.lstrip("+").startswith("hydra/launcher=") for o in overrides):
+        from dqn_cli.cli.sweeps import check_launcher_installed
+
+        check_launcher_installed(overrides)
     if any(arg.split("=")[0] in _NO_PREFLIGHT for arg in args):
         return [], None
     from dqn_cli.cli.compose import compose_config, split_config
