@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import signal
 import sys
 from pathlib import Path
@@ -117,8 +118,10 @@ class StopSignal:
     A second SIGINT aborts at once.
 
     SIGTERM is what SLURM sends a job it preempts or cancels, SIGUSR2 what submitit has it send
-    before the time limit; submitit's own SIGUSR2 handler (requeue the job) is kept, to be
-    called once the checkpoint is saved (:meth:`hand_over`).
+    before the time limit. In a submitit job on SLURM, submitit's own SIGUSR2 handler (requeue
+    the job) is kept, to be called once the checkpoint is saved (:meth:`hand_over`). Its local
+    executor is left out: it would start a requeued job again from scratch (there is no
+    restart count to resume on), and it sees a job's end without a result by itself.
     """
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2)
@@ -128,9 +131,10 @@ class StopSignal:
         self._requeue_handler: Callable[[int, FrameType | None], Any] | None = None
 
     def install(self) -> None:
+        on_slurm = os.environ.get("SUBMITIT_EXECUTOR") == "slurm"
         for signum in self.SIGNALS:
             previous = signal.signal(signum, self._handle)
-            if signum == signal.SIGUSR2 and callable(previous):
+            if signum == signal.SIGUSR2 and on_slurm and callable(previous):
                 self._requeue_handler = previous
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
@@ -148,7 +152,7 @@ class StopSignal:
         return self.signum is not None
 
     def hand_over(self) -> None:
-        """After the checkpoint: in a submitit job stopped by SIGTERM or SIGUSR2, let submitit
+        """After the checkpoint: in a submitit SLURM job stopped by SIGTERM or SIGUSR2, let submitit
         requeue it (it exits, and the job resumes from its checkpoint when it runs again).
 
         Exiting instead would leave no result for submitit, which, on a cluster without
