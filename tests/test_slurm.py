@@ -20,6 +20,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -155,15 +156,41 @@ def slurm_env(tmp_path_factory):
             pytest.fail(f"the local SLURM node never became idle:\n{log}")
         yield env
     finally:
-        # Jobs a failed test left behind go first, then the daemons this started.
+        # Jobs a failed test left behind go first. A job's processes outlive the result it
+        # wrote for submitit, and a step that cannot report its end (munged or slurmd gone)
+        # hangs for ever: stop the daemons only once every job process has exited.
         subprocess.run(["scancel", "--user=root"], capture_output=True, env=env)
+        _wait_for(lambda: not (set(_processes_of(conf)) - set(started)), seconds=60)
         for pid in reversed(started):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
-        for _ in range(100):  # gone, and their ports free, before anything starts another
-            if not any(Path(f"/proc/{pid}").exists() for pid in started):
-                break
-            time.sleep(0.1)
+        # Gone, and their ports free, before anything starts another cluster.
+        _wait_for(lambda: not any(Path(f"/proc/{pid}").exists() for pid in started), seconds=10)
+        for pid in _processes_of(conf):  # whatever a stuck step left behind
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def _wait_for(condition: Callable[[], bool], seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
+def _processes_of(conf: Path) -> list[int]:
+    """Processes of this cluster: its daemons, their job steps and the jobs' processes, all
+    started with SLURM_CONF pointing at its slurm.conf."""
+    marker = f"SLURM_CONF={conf}".encode() + b"\0"
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if marker in (entry / "environ").read_bytes():
+                pids.append(int(entry.name))
+        except OSError:  # exited meanwhile, or not ours to read
+            continue
+    return pids
 
 
 def _answers(env: dict[str, str]) -> bool:
