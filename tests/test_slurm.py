@@ -27,7 +27,7 @@ import pytest
 import torch
 import yaml
 
-from tests.helpers import TINY_RUN_ARGS, installed_command, run_installed
+from tests.helpers import TINY_RUN_ARGS, installed_command, logged_step, run_installed
 
 pytestmark = pytest.mark.cluster
 
@@ -264,16 +264,6 @@ def tensors(path: Path) -> dict[str, torch.Tensor]:
 
     walk("", torch.load(path, weights_only=False))
     return flat
-
-
-def logged_step(job_dir: Path) -> int:
-    """The last env step the job's progress line reported (0 before the first)."""
-    try:
-        lines = (job_dir / "train.log").read_text().splitlines()
-    except OSError:
-        return 0
-    steps = [line.split("step ", 1)[1].split("/", 1)[0] for line in lines if " step " in line]
-    return int(steps[-1]) if steps and steps[-1].isdigit() else 0
 
 
 def slurm_job_id(job_dir: Path) -> str:

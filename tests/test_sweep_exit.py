@@ -2,8 +2,11 @@
 
 import json
 import os
+import signal
+import subprocess
+import time
 
-from tests.helpers import TINY_RUN_ARGS, run_installed
+from tests.helpers import TINY_RUN_ARGS, installed_command, logged_step, run_installed
 
 # A user's network whose forward pass raises on a training batch when asked to: a job that
 # crashes at run time, past every config check.
@@ -84,3 +87,32 @@ def test_a_search_resumed_into_its_sweep_dir_is_judged_on_its_own_jobs(run_dqn_t
     )
     assert again.returncode == 0, again.stderr[-3000:]
     assert status(sweep / "0") == "failed" and status(sweep / "again-0") == "completed"
+
+
+def test_a_signalled_submitit_local_job_leaves_a_result_and_the_sweep_names_it(tmp_path):
+    """submitit learns that a job ended only from its result: an interrupted job leaves one."""
+    sweep = tmp_path / "sweep"
+    tiny = [a for a in TINY_RUN_ARGS if not a.startswith("total_steps=")]
+    args = ["-m", "hydra/launcher=slurm_local", f"hydra.sweep.dir={sweep}", *tiny]
+    launch = subprocess.Popen(
+        [installed_command("dqn-train"), *args, "total_steps=200000", "log.every=500"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while logged_step(sweep / "0") < 1000:
+            assert launch.poll() is None and time.monotonic() < deadline, launch.communicate()
+            time.sleep(0.2)
+        events = list((sweep / "0").glob("events.out.tfevents.*"))
+        job_pid = int(events[0].name.split(".")[-2])  # the job's own process wrote them
+        os.kill(job_pid, signal.SIGTERM)
+        _, stderr = launch.communicate(timeout=120)
+    finally:
+        launch.kill()
+    assert launch.returncode == 1, stderr[-3000:]
+    assert f"{sweep / '0'}: status interrupted" in stderr
+    assert json.loads((sweep / "0" / "summary.json").read_text())["status"] == "interrupted"
+    assert (sweep / "0" / "checkpoints" / "last.pt").is_file()

@@ -211,6 +211,10 @@ def run_task(cfg: DictConfig, plan: ResumePlan | None) -> float:
         log.warning("%s", message)
         print(f"dqn-train: {message}", file=sys.stderr)
         stop.hand_over()
+        if os.environ.get("SUBMITIT_EXECUTOR"):
+            # submitit learns that a job ended from its result: leave one (NaN, as a failed
+            # job's), summary.json says interrupted, and the sweep names the job at its end.
+            return math.nan
         sys.exit(128 + stop.signum)
     assert result.final_eval is not None
     log.info(
