@@ -160,7 +160,7 @@ def slurm_env(tmp_path_factory):
         # wrote for submitit, and a step that cannot report its end (munged or slurmd gone)
         # hangs for ever: stop the daemons only once every job process has exited.
         subprocess.run(["scancel", "--user=root"], capture_output=True, env=env)
-        _wait_for(lambda: not (set(_processes_of(conf)) - set(started)), seconds=60)
+        _wait_for(lambda: not _processes_of(conf, jobs_only=True), seconds=60)
         for pid in reversed(started):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
@@ -177,19 +177,21 @@ def _wait_for(condition: Callable[[], bool], seconds: float) -> None:
         time.sleep(0.2)
 
 
-def _processes_of(conf: Path) -> list[int]:
-    """Processes of this cluster: its daemons, their job steps and the jobs' processes, all
-    started with SLURM_CONF pointing at its slurm.conf."""
+def _processes_of(conf: Path, jobs_only: bool = False) -> list[int]:
+    """Processes of this cluster, all started with SLURM_CONF pointing at its slurm.conf: its
+    daemons, job steps (slurmstepd) and the jobs' processes, or (``jobs_only``) the last two."""
     marker = f"SLURM_CONF={conf}".encode() + b"\0"
     pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         try:
-            if marker in (entry / "environ").read_bytes():
-                pids.append(int(entry.name))
+            environ = (entry / "environ").read_bytes()
+            is_job = b"SLURM_JOB_ID=" in environ or (entry / "comm").read_text() == "slurmstepd\n"
         except OSError:  # exited meanwhile, or not ours to read
             continue
+        if marker in environ and (is_job or not jobs_only):
+            pids.append(int(entry.name))
     return pids
 
 
