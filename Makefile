@@ -35,7 +35,7 @@ $(CLUSTER_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,video,ray]'
 	touch $(CLUSTER_STAMP)
 
-test-cluster: $(CLUSTER_STAMP) ## sweeps on a local Ray and a local SLURM (root: apt-get installs slurm-wlm, munge) (~3 min)
+test-cluster: $(CLUSTER_STAMP) ## sweeps on a local Ray and a local SLURM (root: apt-get installs slurm-wlm, munge) (~2 min)
 	$(BIN)/python -m pytest -q -m cluster $(PYTEST_ARGS)
 
 # The peer (Stable-Baselines3) is the optional `bench` extra: installed only for benchmarking,
