@@ -45,6 +45,7 @@ def test_a_sweep_runs_as_ray_tasks_and_dqn_report_reads_it(tmp_path):
         timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
+    assert "schema" not in done.stderr  # no deprecation warning about the preset's name
     for job in ("0", "1"):
         summary = json.loads((sweep / job / "summary.json").read_text())
         assert summary["status"] == "completed" and summary["total_steps"] == 1500

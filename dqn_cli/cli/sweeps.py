@@ -10,6 +10,7 @@ import json
 import math
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -145,3 +146,13 @@ def check_launcher_installed(overrides: list[str]) -> None:
                 f"{preset} needs the optional `{extra}` extra: "
                 f"pip install -c constraints.txt -e '.[{extra}]' in a dqn-cli checkout",
             )
+
+
+def quiet_ray_schema_warning() -> None:
+    """conf/hydra/launcher/ray.yaml has the Ray plugin's own config name, so that the preset is
+    ``hydra/launcher=ray``; Hydra then checks it against the plugin's schema of that name and
+    warns that such matching is deprecated. The file sets every key itself, ``_target_``
+    included, and works the same without the matching."""
+    warnings.filterwarnings(
+        "ignore", message=r"\s*'hydra/launcher/ray' is validated against ConfigStore schema"
+    )

@@ -272,8 +272,10 @@ def run_hydra(argv: list[str], plan: ResumePlan | None) -> None:
     import hydra
 
     from dqn_cli.cli.compose import register_defaults
+    from dqn_cli.cli.sweeps import quiet_ray_schema_warning
 
     register_defaults()
+    quiet_ray_schema_warning()
 
     # The resume plan reaches the job through this closure: no module-level state.
     @hydra.main(version_base="1.3", config_path="pkg://dqn_cli.conf", config_name="config")
