@@ -245,13 +245,13 @@ def test_a_sweep_runs_on_slurm_and_dqn_report_reads_it(slurm_env, tmp_path):
     assert (rows[0]["seeds"], rows[0]["completed"], rows[0]["failed"]) == ("2", "2", "0")
 
 
-# Long enough (a few seconds per thousand steps here) to be signalled half-way, with the
+# Long enough (a few seconds a job here) to be signalled well before its end, with the
 # learner and the optimizer well under way when it is.
-PREEMPTED_ARGS = [*TINY_RUN_ARGS, "total_steps=8000", "log.every=250", "checkpoint.every=1000"]
+PREEMPTED_ARGS = [*TINY_RUN_ARGS, "total_steps=12000", "log.every=250", "checkpoint.every=1000"]
 
 
 def tensors(path: Path) -> dict[str, torch.Tensor]:
-    """Every tensor of a checkpoint (weights, target, optimizer state), by its path."""
+    """Every tensor of a checkpoint (weights, target, optimizer, replay, RNG), by its path."""
     flat: dict[str, torch.Tensor] = {}
 
     def walk(prefix: str, value: object) -> None:
