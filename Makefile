@@ -8,10 +8,11 @@ STAMP := $(VENV)/.installed
 # the suite covers them all. `make train` installs the package alone and stays quick.
 EXTRAS := dev,video,atari,minatar,report,wandb,mlflow
 BENCH_STAMP := $(VENV)/.bench-installed
+CLUSTER_STAMP := $(VENV)/.cluster-installed
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test test-slow bench bench-quick lint format clean
+.PHONY: help install train test test-slow test-cluster bench bench-quick lint format clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -36,6 +37,14 @@ test: $(STAMP) ## set up, then run the default test suite
 
 test-slow: $(STAMP) ## the long learning checks: default config solves CartPole on seeds 0-4
 	$(BIN)/python -m pytest -q -m slow $(PYTEST_ARGS)
+
+# Ray is the optional `ray` extra (~360 MB): installed only for these tests, under the same pin.
+$(CLUSTER_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[$(EXTRAS),ray]'
+	touch $(CLUSTER_STAMP)
+
+test-cluster: $(CLUSTER_STAMP) ## sweeps on a local Ray and a local SLURM (root: apt-get installs slurm-wlm, munge) (~2 min)
+	$(BIN)/python -m pytest -q -m cluster $(PYTEST_ARGS)
 
 # The peer (Stable-Baselines3) is the optional `bench` extra: installed only for benchmarking,
 # under the same torch pin.

@@ -35,6 +35,7 @@ from dqn_cli.rundirs import (
     describe,
     find_run_dirs,
     is_run_dir,
+    last_log_line,
     load_overrides,
     read_json_object,
     read_yaml,
@@ -158,15 +159,6 @@ def parse_overrides(lines: Sequence[str]) -> dict[str, str]:
     return parsed
 
 
-def _last_log_line(job_dir: Path) -> str | None:
-    try:
-        lines = (job_dir / "train.log").read_text(errors="replace").splitlines()
-    except OSError:
-        return None
-    lines = [line.strip() for line in lines if line.strip()]
-    return lines[-1] if lines else None
-
-
 def read_scalars(job_dir: Path) -> dict[str, Series]:
     """Every scalar in the job's TensorBoard event files, keyed by tag. TensorBoard reads a
     truncated or corrupt file up to its first bad record; RunDirError if it still fails."""
@@ -255,7 +247,7 @@ def load_job(job_dir: Path, sweep_dir: Path) -> Job:
         if status != "completed":
             error = summary.get("error") or f"status {status}"
     else:
-        last = _last_log_line(job_dir)
+        last = last_log_line(job_dir)
         error = "no summary.json (killed, crashed or still running)" + (
             f"; last log line: {last}" if last else ""
         )

@@ -129,3 +129,30 @@ def read_overrides(run_dir: Path) -> list[str]:
         return load_overrides(run_dir)
     except RunDirError:
         return []
+
+
+def job_outcome(run_dir: Path) -> tuple[dict[str, Any], str | None]:
+    """A run's summary.json and why the run did not complete (None: it completed)."""
+    path = run_dir / "summary.json"
+    if not path.exists():
+        last = last_log_line(run_dir)
+        reason = "no summary.json (killed, crashed or still running)"
+        return {}, reason + (f"; last log line: {last}" if last else "")
+    try:
+        summary = read_json_object(path)
+    except RunDirError as exc:
+        return {}, f"unreadable summary.json: {exc}"
+    status = str(summary.get("status", "completed"))
+    if status != "completed":
+        return summary, str(summary.get("error") or f"status {status}")
+    return summary, None
+
+
+def last_log_line(run_dir: Path) -> str | None:
+    """The last non-empty line of a run's train.log (None without one)."""
+    try:
+        lines = (run_dir / "train.log").read_text(errors="replace").splitlines()
+    except OSError:
+        return None
+    lines = [line.strip() for line in lines if line.strip()]
+    return lines[-1] if lines else None

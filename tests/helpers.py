@@ -104,3 +104,13 @@ def run_main(*argv: str, capfd) -> tuple[int, str, str]:
                 root.addHandler(handler)
     out, err = capfd.readouterr()
     return code, out, err
+
+
+def logged_step(run_dir: Path) -> int:
+    """The last env step a run's progress lines in train.log reported (0 before the first)."""
+    try:
+        lines = (run_dir / "train.log").read_text().splitlines()
+    except OSError:
+        return 0
+    steps = [line.split(" step ", 1)[1].split("/", 1)[0] for line in lines if " step " in line]
+    return int(steps[-1]) if steps and steps[-1].isdigit() else 0

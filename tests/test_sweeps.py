@@ -87,8 +87,10 @@ def test_joblib_launcher_runs_every_job_as_a_normal_run_dir(grid_sweep):
 
 def test_submitit_local_launcher_keeps_the_good_job_when_one_fails(submitit_sweep):
     done, sweep = submitit_sweep
-    assert done.returncode == 0, done.stderr[-3000:]
+    # Every job ran; the sweep then exits 2 (a config error) naming the failed job.
+    assert done.returncode == 2, done.stderr[-3000:]
     jobs = job_dirs(sweep)
+    assert f"{jobs[1]}: gamma: must be in [0, 1], got 3.0" in done.stderr
     assert len(jobs) == 2
     assert "gamma=0.9" in (jobs[0] / ".hydra" / "overrides.yaml").read_text()
     assert_completed_run_dir(jobs[0])
@@ -120,7 +122,7 @@ def test_optuna_search_keeps_its_study_in_sqlite_in_the_sweep_dir(optuna_sweep):
     import optuna
 
     done, sweep, _ = optuna_sweep
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode in (0, 2), done.stderr[-3000:]
     db = sweep / "optuna.db"
     assert db.is_file()
     study = optuna.load_study(study_name="dqn-train", storage=f"sqlite:///{db}")
@@ -139,6 +141,8 @@ def test_optuna_search_keeps_its_study_in_sqlite_in_the_sweep_dir(optuna_sweep):
             assert trial.state == optuna.trial.TrialState.COMPLETE
             assert trial.value == pytest.approx(summary(job)["final_eval_return_mean"])
     assert any(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    # Failed trials make the search exit 2 once it is done, as any sweep with failed jobs.
+    assert (done.returncode == 2) == any(t.state == optuna.trial.TrialState.FAIL for t in trials)
     assert (sweep / "optimization_results.yaml").is_file()
 
 

@@ -13,12 +13,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from dqn_cli.config import (
     ConfigError,
@@ -32,6 +33,8 @@ from dqn_cli.errors import UserError, one_line
 from dqn_cli.run_lock import RunDirError, RunLock
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from omegaconf import DictConfig
 
     from dqn_cli.loggers import RunIdentity
@@ -122,6 +125,10 @@ def preflight(args: list[str]) -> Launch:
     if not any(arg.split("=")[0] in {"--cfg", "-c", "--info", "-i"} for arg in args):
         check_override_keys(overrides)
     check_tracker_extras(overrides)  # sweeps too, before their dir is claimed
+    if any(o.lstrip("+").startswith("hydra/launcher=") for o in overrides):
+        from dqn_cli.cli.sweeps import check_launcher_installed
+
+        check_launcher_installed(overrides)
     if any(_key(a) in PATH_KEYS and "=" in a for a in args):
         from dqn_cli.cli.compose import literal_path_override
 
@@ -195,15 +202,28 @@ def _claim_sweep_dir(overrides: list[str]) -> None:
 
 
 class StopSignal:
-    """First SIGINT/SIGTERM: ask the loop to stop after this step and checkpoint.
-    A second SIGINT aborts at once."""
+    """First SIGINT/SIGTERM/SIGUSR2: ask the loop to stop after this step and checkpoint.
+    A second SIGINT aborts at once.
+
+    SIGTERM is what SLURM sends a job it preempts or cancels, SIGUSR2 what submitit has it send
+    before the time limit. In a submitit job on SLURM, submitit's own SIGUSR2 handler (requeue
+    the job) is kept, to be called once the checkpoint is saved (:meth:`hand_over`). Its local
+    executor is left out: it would start a requeued job again from scratch (there is no
+    restart count to resume on), and it sees a job's end without a result by itself.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2)
 
     def __init__(self) -> None:
         self.signum: int | None = None
+        self._requeue_handler: Callable[[int, FrameType | None], Any] | None = None
 
     def install(self) -> None:
-        signal.signal(signal.SIGINT, self._handle)
-        signal.signal(signal.SIGTERM, self._handle)
+        on_slurm = os.environ.get("SUBMITIT_EXECUTOR") == "slurm"
+        for signum in self.SIGNALS:
+            previous = signal.signal(signum, self._handle)
+            if signum == signal.SIGUSR2 and on_slurm and callable(previous):
+                self._requeue_handler = previous
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.signum is not None and signum == signal.SIGINT:
@@ -218,6 +238,17 @@ class StopSignal:
 
     def __call__(self) -> bool:
         return self.signum is not None
+
+    def hand_over(self) -> None:
+        """After the checkpoint: in a submitit SLURM job stopped by SIGTERM or SIGUSR2, let submitit
+        requeue it (it exits, and the job resumes from its checkpoint when it runs again).
+
+        Exiting instead would leave no result for submitit, which, on a cluster without
+        accounting, then waits for the job for ever. Returns where there is no such handler.
+        """
+        signum, handler = self.signum, self._requeue_handler
+        if handler is not None and signum is not None and signum != signal.SIGINT:
+            handler(signum, None)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -269,6 +300,11 @@ def run_task(cfg: DictConfig, plan: ResumePlan | None) -> float:
         )
         log.warning("%s", message)
         print(f"dqn-train: {message}", file=sys.stderr)
+        stop.hand_over()
+        if os.environ.get("SUBMITIT_EXECUTOR"):
+            # submitit learns that a job ended from its result: leave one (NaN, as a failed
+            # job's), summary.json says interrupted, and the sweep names the job at its end.
+            return math.nan
         sys.exit(128 + stop.signum)
     assert result.final_eval is not None
     log.info(
@@ -312,6 +348,7 @@ def guarded_task(cfg: DictConfig, plan: ResumePlan | None) -> float:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
+    from dqn_cli.cli.sweeps import requeued_job_plan
     from dqn_cli.training import TrainingDiverged
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
@@ -323,25 +360,37 @@ def guarded_task(cfg: DictConfig, plan: ResumePlan | None) -> float:
         print(f"dqn-train: error: {one_line(exc)}", file=sys.stderr)
         return math.nan
     try:
-        return run_task(cfg, plan)
+        return run_task(cfg, plan or requeued_job_plan(run_dir))
     # OSError: the run dir failed under the run (disk full, removed, ...) outside a checkpoint.
     except (UserError, TrainingDiverged, OSError) as exc:
-        print(f"dqn-train: error: {one_line(exc)}", file=sys.stderr)
-        log.error("%s", one_line(exc))
-        _record_failure(run_dir, one_line(exc))
+        message = one_line(exc)
+        print(f"dqn-train: error: {message}", file=sys.stderr)
+        log.error("%s", message)
+        exit_code = 1 if isinstance(exc, TrainingDiverged) else 2
+        _record_failure(run_dir, message, exit_code)
         if multirun:
             # Exiting here would abort the other jobs of the sweep; the failure is on record.
             return math.nan
-        sys.exit(1 if isinstance(exc, TrainingDiverged) else 2)
+        sys.exit(exit_code)
+    except Exception as exc:
+        if not multirun:
+            raise
+        # A crashed job must not stop the sweep either; its traceback goes to train.log.
+        log.exception("job crashed")
+        _record_failure(run_dir, f"crashed: {type(exc).__name__}: {one_line(exc)}", 1)
+        return math.nan
     finally:
         if lock is not None:
             lock.release()
 
 
 def _claim_job_dir(run_dir: Path) -> RunLock:
-    """Lock a sweep job's dir for the job; refuse one where an earlier run left checkpoints."""
+    """Lock a sweep job's dir for the job; refuse one where an earlier run left checkpoints,
+    unless the scheduler requeued this very job (it resumes from them)."""
+    from dqn_cli.cli.sweeps import is_requeued_job
+
     lock = RunLock.acquire(run_dir)
-    if (run_dir / "checkpoints").exists():
+    if (run_dir / "checkpoints").exists() and not is_requeued_job():
         lock.release()
         raise RunDirError(
             f"job dir {run_dir} already holds a run; its checkpoints are left alone "
@@ -351,13 +400,14 @@ def _claim_job_dir(run_dir: Path) -> RunLock:
     return lock
 
 
-def _record_failure(run_dir: Path, message: str) -> None:
-    """A failed job still leaves a summary.json, so sweep reports can say why it failed."""
+def _record_failure(run_dir: Path, message: str, exit_code: int) -> None:
+    """A failed job still leaves a summary.json, so sweep reports can say why it failed.
+    ``exit_code`` is the one a single run exits with (2: bad input), also for the sweep's."""
     from dqn_cli.run_state import write_summary
 
     # The disk that failed the run may refuse this too; the error is printed either way.
     with contextlib.suppress(RunDirError):
-        write_summary(run_dir, {"status": "failed", "error": message})
+        write_summary(run_dir, {"status": "failed", "error": message, "exit_code": exit_code})
 
 
 def run_hydra(argv: list[str], plan: ResumePlan | None) -> None:
@@ -365,8 +415,10 @@ def run_hydra(argv: list[str], plan: ResumePlan | None) -> None:
     import hydra
 
     from dqn_cli.cli.compose import register_defaults
+    from dqn_cli.cli.sweeps import quiet_ray_schema_warning
 
     register_defaults()
+    quiet_ray_schema_warning()
 
     # The resume plan reaches the job through this closure: no module-level state.
     @hydra.main(version_base="1.3", config_path="pkg://dqn_cli.conf", config_name="config")
