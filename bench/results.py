@@ -110,6 +110,18 @@ BENCHMARKS: tuple[Benchmark, ...] = (
         ("-m", "bench.memory", "--steps", "60000", "--capacity", "20000"),
     ),
     Benchmark(
+        "bench.replay_memory",
+        "frame-stack replay for Atari: resident memory filled, checkpoint write, add/sample cost",
+        ("-m", "bench.replay_memory", "--capacity", "1000000"),
+        ("-m", "bench.replay_memory", "--quick"),
+    ),
+    Benchmark(
+        "bench.gpu",
+        "the CUDA path: pixel-model updates, compile=true, GPU vs CPU learner (skips on CPU)",
+        ("-m", "bench.gpu"),
+        ("-m", "bench.gpu", "--steps", "5000", "--calls", "50"),
+    ),
+    Benchmark(
         "bench.cli_latency",
         "dqn-train --help and config errors, whole processes",
         ("-m", "bench.cli_latency", "--repeats", "5"),

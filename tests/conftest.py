@@ -1,9 +1,27 @@
 """Fixtures; the plain helpers and constants they use live in tests/helpers.py."""
 
+import sys
+
 import pytest
 
 from dqn_cli.config import parse_train_config
 from tests.helpers import TINY, TINY_RUN_ARGS, merge, run_installed
+
+
+def _keep_absl_off_pytest_streams() -> None:
+    """rliable (dqn-report's statistics) imports absl, whose log handler keeps the stderr of
+    the moment it is imported and closes it when logging shuts handlers down, unless it is
+    the current sys.stderr. Imported while pytest captures, that is pytest's capture stream,
+    and Hydra's logging set-up in a later in-process dqn-train run shuts every handler down:
+    pytest's stderr closed under it. The real stderr is one absl never closes."""
+    try:
+        import absl.logging
+    except ImportError:  # the report extra is not installed
+        return
+    absl.logging.get_absl_handler().python_handler.stream = sys.__stderr__
+
+
+_keep_absl_off_pytest_streams()
 
 
 @pytest.fixture
