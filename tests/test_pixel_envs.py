@@ -1,6 +1,7 @@
 """Atari and MinAtar: the preprocessing pipeline on real games, and the training-target shaping
 (lost lives, clipped rewards) that must never touch logged returns or evaluation."""
 
+import json
 import os
 
 import numpy as np
@@ -9,6 +10,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import dqn_cli.training as training
+from dqn_cli.cli.evaluate import main as evaluate_main
 from dqn_cli.config import EnvConfig, parse_train_config
 from dqn_cli.envs import env_spec, make_env
 from dqn_cli.evaluation import Evaluator
@@ -166,3 +168,42 @@ def test_an_env_id_whose_extra_is_missing_is_one_line_and_no_run_dir(tmp_path):
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "atari extra" in lines[0] and "pip install" in lines[0]
     assert not run_dir.exists()
+
+
+PIXEL_RUNS = {
+    "atari": ({"id": "ALE/Pong-v5", "episodic_life": True, "clip_rewards": True}, "NatureCNN"),
+    "minatar": ({"id": "MinAtar/Breakout-v1"}, "MinAtarCNN"),
+}
+
+
+@pytest.mark.parametrize("family", sorted(PIXEL_RUNS))
+def test_pixel_checkpoints_evaluate_and_record_video(tmp_path, capsys, family):
+    """dqn-eval rebuilds a pixel run's env pipeline and model from its checkpoint alone, and
+    records its whole games as mp4."""
+    pytest.importorskip("moviepy", reason="the video extra (make install) is not installed")
+    if family == "minatar":
+        pytest.importorskip("minatar", reason="the minatar extra (make install) is not installed")
+    env, model = PIXEL_RUNS[family]
+    settings = merge(
+        TINY,
+        {
+            "env": env,
+            "total_steps": 300,
+            "learning_starts": 200,
+            "buffer": {"capacity": 300},
+            "eval": {"every": 300, "episodes": 1},
+            "checkpoint": {"every": 300},
+        },
+    )
+    settings["model"] = {"_target_": f"dqn_cli.networks.{model}", "features": 16}
+    run_dir = tmp_path / "run"
+    train(parse_train_config(settings), run_dir)
+    videos = tmp_path / "videos"
+    code = evaluate_main([str(run_dir), "--episodes", "1", "--video", str(videos), "--json"])
+    out = capsys.readouterr().out
+    assert code == 0
+    row = json.loads(out.splitlines()[-1])
+    assert row["episodes"] == 1 and row["step"] == 300
+    if family == "atari":
+        assert -21 <= row["return_mean"] <= 21 and row["length_mean"] > 100  # a whole game
+    assert len(list(videos.glob("*.mp4"))) == 1
