@@ -73,3 +73,20 @@ def grid_sweep(tmp_path_factory, run_command):
         timeout=400,
     )
     return done, sweep
+
+
+@pytest.fixture
+def built_agents(monkeypatch):
+    """The agents train() builds, in order, to inspect what they stored and learned."""
+    import dqn_cli.training as training
+
+    agents = []
+    build = training.build_agent
+
+    def spy(*args, **kwargs):
+        agent = build(*args, **kwargs)
+        agents.append(agent)
+        return agent
+
+    monkeypatch.setattr(training, "build_agent", spy)
+    return agents

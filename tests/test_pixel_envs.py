@@ -9,7 +9,6 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-import dqn_cli.training as training
 from dqn_cli.cli.evaluate import main as evaluate_main
 from dqn_cli.config import EnvConfig, parse_train_config
 from dqn_cli.envs import env_spec, make_env
@@ -97,20 +96,6 @@ def test_a_lost_life_is_signalled_but_the_game_and_its_evaluation_go_on():
     # the evaluation episode is the whole game, scored raw
     assert result.lengths[0] == length
     assert result.returns[0] == score
-
-
-@pytest.fixture
-def built_agents(monkeypatch):
-    agents = []
-    build = training.build_agent
-
-    def spy(*args, **kwargs):
-        agent = build(*args, **kwargs)
-        agents.append(agent)
-        return agent
-
-    monkeypatch.setattr(training, "build_agent", spy)
-    return agents
 
 
 def test_lost_lives_and_clipped_rewards_shape_targets_but_not_logged_returns(

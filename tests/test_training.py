@@ -5,7 +5,6 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-import dqn_cli.training as training
 from dqn_cli.config import EnvConfig, parse_train_config
 from dqn_cli.env_spec import EnvSpec
 from dqn_cli.envs import make_vector_env
@@ -79,27 +78,12 @@ def test_best_checkpoint_tracks_the_best_eval(tmp_path, tiny_config):
     assert payload["eval_return"] == pytest.approx(best_value)
 
 
-@pytest.fixture
-def built_buffers(monkeypatch):
-    """The replay buffers train() builds, in order, to inspect what it stored."""
-    buffers = []
-    build = training.build_agent
-
-    def spy(*args, **kwargs):
-        agent = build(*args, **kwargs)
-        buffers.append(agent.buffer)
-        return agent
-
-    monkeypatch.setattr(training, "build_agent", spy)
-    return buffers
-
-
 @pytest.mark.parametrize("num_envs", [1, 4])
-def test_no_stored_transition_spans_an_auto_reset(tmp_path, tiny_config, built_buffers, num_envs):
+def test_no_stored_transition_spans_an_auto_reset(tmp_path, tiny_config, built_agents, num_envs):
     """CartPole integrates x' = x + 0.02 * x_dot: a stored (obs, next_obs) pair that straddled
     a reset would break this. Episodes end often with random actions, so many do reset."""
     result = train(tiny_config(num_envs=num_envs, total_steps=1000), tmp_path)
-    storage = built_buffers[0].storage
+    storage = built_agents[0].buffer.storage
     assert storage.size == 1000 and result.episodes > 20
     obs, next_obs = storage.obs[:1000], storage.next_obs[:1000]
     np.testing.assert_allclose(next_obs[:, 0], obs[:, 0] + 0.02 * obs[:, 1], atol=1e-5)
@@ -185,9 +169,9 @@ def test_models_learners_and_n_step_train_end_to_end(tmp_path, tiny_config, over
     assert scalars(tmp_path, "losses/td_loss")
 
 
-def test_n_step_transitions_reach_replay_with_their_discounts(tmp_path, tiny_config, built_buffers):
+def test_n_step_transitions_reach_replay_with_their_discounts(tmp_path, tiny_config, built_agents):
     train(tiny_config(total_steps=600, buffer={"n_step": 3}, gamma=0.9), tmp_path)
-    storage = built_buffers[0].storage
+    storage = built_agents[0].buffer.storage
     discounts = storage.discounts[: storage.size].astype(np.float64)
     # Mostly full 3-step sums; episode ends leave 1- and 2-step tails.
     np.testing.assert_allclose(np.unique(discounts.round(5)), [0.729, 0.81, 0.9], rtol=1e-5)
