@@ -26,7 +26,7 @@ from gymnasium import spaces
 from gymnasium.utils import EzPickle
 
 from dqn_cli.config import EnvConfig
-from dqn_cli.envs import make_env
+from dqn_cli.envs import VectorEnv, make_env
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ class _EnvUnpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
-def snapshot_envs(envs: gym.vector.SyncVectorEnv) -> list[bytes] | None:
+def snapshot_envs(envs: VectorEnv) -> list[bytes] | None:
     """Pickled sub-envs, or None when this env cannot be pickled faithfully or would not be
     accepted back (its state holds classes the allow-list does not know): then episodes
     restart on resume, as for Box2D envs."""
@@ -139,7 +139,7 @@ def snapshot_envs(envs: gym.vector.SyncVectorEnv) -> list[bytes] | None:
     return snapshots
 
 
-def restore_envs(envs: gym.vector.SyncVectorEnv, snapshots: list[bytes], config: EnvConfig) -> None:
+def restore_envs(envs: VectorEnv, snapshots: list[bytes], config: EnvConfig) -> None:
     """Put the snapshotted sub-envs in place of ``envs``' own; raises UnpicklingError if unsafe."""
     if len(snapshots) != envs.num_envs:
         raise ValueError(f"snapshot holds {len(snapshots)} envs, the run has {envs.num_envs}")

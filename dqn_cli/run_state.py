@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from gymnasium.vector import SyncVectorEnv
 
 from dqn_cli.buffers import ReplayBuffer
 from dqn_cli.buffers.nstep import NStepAccumulator
@@ -28,6 +27,7 @@ from dqn_cli.checkpoint import CHECKPOINT_FORMAT, CheckpointError, save_checkpoi
 from dqn_cli.config import TrainConfig
 from dqn_cli.env_spec import EnvSpec
 from dqn_cli.env_state import restore_envs, snapshot_envs
+from dqn_cli.envs import VectorEnv
 from dqn_cli.learner import Learner, UpdateResult
 from dqn_cli.networks import QNetwork
 from dqn_cli.run_lock import RunDirError
@@ -243,7 +243,7 @@ def full_payload(
     spec: EnvSpec,
     state: LoopState,
     rng: np.random.Generator,
-    envs: SyncVectorEnv,
+    envs: VectorEnv,
 ) -> dict[str, Any]:
     """last.pt: everything an exact continuation needs."""
     payload = model_payload(agent.online, config, spec, state.step, state.last_eval)
@@ -287,7 +287,7 @@ def keep_periodic_copy(last: Path, copy_path: Path, keep: int) -> None:
 def restore(
     payload: dict[str, Any],
     agent: Agent,
-    envs: SyncVectorEnv,
+    envs: VectorEnv,
     state: LoopState,
     rng: np.random.Generator,
     config: TrainConfig,
