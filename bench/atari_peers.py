@@ -232,9 +232,12 @@ def run_ours(scenario: AtariScenario, seed: int, workdir: Path) -> AtariRun:
 
 
 def run_sb3(scenario: AtariScenario, seed: int) -> AtariRun:
-    script = ROOT / "bench" / "sb3_atari.py"
     settings = json.dumps(scenario.sb3_settings())
-    done = run_process([sys.executable, str(script), "--settings", settings, "--seed", str(seed)])
+    # As a module from the repository root: it shares bench/sb3_dqn.py's settings mapping.
+    module = ["-m", "bench.sb3_atari"]
+    done = run_process(
+        [sys.executable, *module, "--settings", settings, "--seed", str(seed)], cwd=ROOT
+    )
     if done.returncode != 0:
         failed = Measurement(done.wall_s, float("nan"), float("nan"), done.tail())
         return AtariRun(failed, float("nan"))
@@ -368,7 +371,8 @@ def main(argv: list[str] | None = None) -> int:
         "one greedy game at the end of every run"
     )
     print(f"#   dqn-train {' '.join(scenario.dqn_train_overrides(args.seed))}")
-    print(f"#   bench/sb3_atari.py --settings '{json.dumps(scenario.sb3_settings())}'", flush=True)
+    peer_settings = json.dumps(scenario.sb3_settings())
+    print(f"#   python -m bench.sb3_atari --settings '{peer_settings}'", flush=True)
     with tempfile.TemporaryDirectory(prefix="bench-atari-") as tmp:
         workdir = Path(tmp)
 

@@ -1,6 +1,6 @@
 """The peer run of bench/atari_peers.py: Stable-Baselines3's DQN on an Atari game.
 
-    .venv/bin/python bench/sb3_atari.py --settings '{"env_id": "ALE/Pong-v5", ...}' [--seed 0]
+    .venv/bin/python -m bench.sb3_atari --settings '{"env_id": "ALE/Pong-v5", ...}' [--seed 0]
 
 SB3's own Atari pipeline: ``make_atari_env`` (Monitor, then AtariWrapper: no-op reset, frame
 skip 4 with max-pooling, episodic life, FIRE reset, 84x84 grayscale, clipped rewards) on the
@@ -30,6 +30,8 @@ from stable_baselines3 import DQN
 from stable_baselines3.common.env_util import make_atari_env
 from stable_baselines3.common.vec_env import VecEnv, VecFrameStack
 
+from bench.sb3_dqn import dqn_keywords
+
 
 def atari_env(env_id: str, seed: int, frame_stack: int) -> VecEnv:
     """One game through SB3's Atari wrappers; the emulator skips no frames, AtariWrapper does."""
@@ -45,19 +47,7 @@ def build_model(s: dict[str, Any], seed: int) -> DQN:
     return DQN(
         "CnnPolicy",
         atari_env(s["env_id"], seed, s["frame_stack"]),
-        learning_rate=s["lr"],
-        buffer_size=s["buffer_size"],
-        learning_starts=s["learning_starts"],
-        batch_size=s["batch_size"],
-        tau=1.0,  # hard copies
-        gamma=s["gamma"],
-        train_freq=(s["train_every"], "step"),
-        gradient_steps=s["gradient_steps"],
-        target_update_interval=s["target_period"],
-        exploration_fraction=s["eps_steps"] / s["total_steps"],
-        exploration_initial_eps=1.0,
-        exploration_final_eps=s["eps_end"],
-        max_grad_norm=s["max_grad_norm"],
+        **dqn_keywords(s),
         optimize_memory_usage=False,  # obs and next_obs stored apart, as dqn-cli stores them
         seed=seed,
         device="cpu",

@@ -15,6 +15,7 @@ import json
 import math
 import time
 import types
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -36,6 +37,27 @@ def use_mse_loss(dqn_module: types.ModuleType) -> None:
     dqn_module.F = functional  # type: ignore[attr-defined]
 
 
+def dqn_keywords(s: dict[str, Any]) -> dict[str, Any]:
+    """SB3 DQN's keyword arguments for the settings both peer scripts take (the mappings are
+    documented in bench/scenarios.py and bench/atari_peers.py)."""
+    return {
+        "learning_rate": s["lr"],
+        "buffer_size": s["buffer_size"],
+        "learning_starts": s["learning_starts"],
+        "batch_size": s["batch_size"],
+        "tau": 1.0,  # hard copies
+        "gamma": s["gamma"],
+        "train_freq": (s["train_every"], "step"),
+        "gradient_steps": s["gradient_steps"],
+        "target_update_interval": s["target_period"],
+        "exploration_fraction": s["eps_steps"] / s["total_steps"],
+        "exploration_initial_eps": 1.0,
+        "exploration_final_eps": s["eps_end"],
+        # SB3 always clips; +inf never scales the gradient (clip coefficient clamps to 1).
+        "max_grad_norm": math.inf if s["max_grad_norm"] is None else s["max_grad_norm"],
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--settings", required=True, help="JSON from Scenario.sb3_settings()")
@@ -54,20 +76,7 @@ def main() -> None:
     model = DQN(
         "MlpPolicy",
         gym.make(s["env_id"]),
-        learning_rate=s["lr"],
-        buffer_size=s["buffer_size"],
-        learning_starts=s["learning_starts"],
-        batch_size=s["batch_size"],
-        tau=1.0,  # hard copies
-        gamma=s["gamma"],
-        train_freq=(s["train_every"], "step"),
-        gradient_steps=s["gradient_steps"],
-        target_update_interval=s["target_period"],
-        exploration_fraction=s["eps_steps"] / s["total_steps"],
-        exploration_initial_eps=1.0,
-        exploration_final_eps=s["eps_end"],
-        # SB3 always clips; +inf never scales the gradient (clip coefficient clamps to 1).
-        max_grad_norm=math.inf if s["max_grad_norm"] is None else s["max_grad_norm"],
+        **dqn_keywords(s),
         policy_kwargs={"net_arch": list(s["hidden"])},
         seed=args.seed,
         device="cpu",
