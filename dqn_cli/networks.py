@@ -51,8 +51,16 @@ class QNetwork(nn.Module):
     def encode(self, obs: torch.Tensor) -> torch.Tensor:
         if self.spec.obs_categories is not None:
             return F.one_hot(obs.long(), self.spec.obs_categories).float()
-        x = obs.float()
-        return x * self._scale if self._scale is not None else x
+        if self._scale is None:
+            return obs.float()
+        # One pass from uint8 into float in the layout the model reads, scaled in place: a
+        # batch of Atari frames is 3.6 MB of floats, and float(), * and a layout copy would
+        # each write it again (bench.update_cost).
+        layout = getattr(self.net, "input_memory_format", torch.contiguous_format)
+        if obs.dim() != 4:
+            layout = torch.contiguous_format
+        x = torch.empty(obs.shape, dtype=torch.float32, device=obs.device, memory_format=layout)
+        return x.copy_(obs).mul_(self._scale)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         return self.net(self.encode(obs))
@@ -150,17 +158,20 @@ class ConvQNet(nn.Module):
         n_actions: int,
         head: str,
         features: int,
+        channels_last: bool,
     ) -> None:
         super().__init__()
         self.torso = torso
         self.head = q_head(head, _flat_size(torso, obs_shape), n_actions, features)
-        # Channels-last (NHWC) weights and inputs: oneDNN on the CPU and cuDNN on GPUs pick
-        # faster convolution kernels for it (bench.update_cost). Flatten still reads the
-        # logical NCHW order, so the function computed is unchanged.
-        self.torso.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # not in the stub
+        # Channels-last (NHWC) weights and inputs let oneDNN on the CPU and cuDNN on GPUs pick
+        # faster kernels for Atari-sized convolutions, but cost time on tiny ones such as
+        # MinAtar's 10x10 (bench.update_cost), hence a choice per network. Flatten still reads
+        # the logical NCHW order, so the function computed is the same either way.
+        self.input_memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.torso.to(memory_format=self.input_memory_format)  # type: ignore[call-overload]  # not in the stub
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.torso(x.contiguous(memory_format=torch.channels_last)))
+        return self.head(self.torso(x.contiguous(memory_format=self.input_memory_format)))
 
 
 class NatureCNN(ConvQNet):
@@ -185,7 +196,7 @@ class NatureCNN(ConvQNet):
             nn.ReLU(),
             nn.Flatten(),
         )
-        super().__init__(torso, obs_shape, n_actions, head, features)
+        super().__init__(torso, obs_shape, n_actions, head, features, channels_last=True)
 
 
 class MinAtarCNN(ConvQNet):
@@ -202,7 +213,7 @@ class MinAtarCNN(ConvQNet):
     ) -> None:
         _require_image(obs_shape, "MinAtarCNN")
         torso = nn.Sequential(nn.Conv2d(obs_shape[0], 16, 3, stride=1), nn.ReLU(), nn.Flatten())
-        super().__init__(torso, obs_shape, n_actions, head, features)
+        super().__init__(torso, obs_shape, n_actions, head, features, channels_last=False)
 
 
 def _require_image(obs_shape: tuple[int, ...], name: str) -> None:

@@ -47,6 +47,26 @@ def test_uint8_observations_are_scaled_once_for_every_model():
         torch.testing.assert_close(net(frames), net.net(torch.ones(2, 4, 12, 12)))
 
 
+@pytest.mark.parametrize(
+    ("target", "obs_shape", "layout"),
+    [
+        ("dqn_cli.networks.NatureCNN", (4, 84, 84), torch.channels_last),
+        ("dqn_cli.networks.MinAtarCNN", (4, 10, 10), torch.contiguous_format),
+    ],
+)
+def test_frames_are_encoded_in_one_pass_into_the_layout_each_cnn_reads(target, obs_shape, layout):
+    spec = EnvSpec(obs_shape, "uint8", 3)
+    net = build_q_network(target, "linear", {}, spec)
+    frames = torch.randint(
+        0, 256, (3, *obs_shape), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
+    )
+    encoded = net.encode(frames)
+    assert encoded.is_contiguous(memory_format=layout)
+    torch.testing.assert_close(encoded, frames.float() / 255, rtol=0, atol=1e-7)
+    with torch.no_grad():
+        torch.testing.assert_close(net(frames), net.net(frames.float() / 255))
+
+
 def test_numpy_acting_sees_every_update_without_copying():
     net = mlp(SPECS[0][0], (8,))
     host = HostQFunction(net)
