@@ -129,6 +129,9 @@ def make_atari_env(
     env = gym.make(
         env_id,
         frameskip=1,  # AtariPreprocessing skips frames itself, max-pooling the last two
+        # AtariPreprocessing reads ALE's grayscale screen itself and drops the env's own
+        # observation: a grayscale one is a third of the RGB copy made on every frame.
+        obs_type="grayscale",
         repeat_action_probability=options.sticky_actions,
         full_action_space=options.full_action_space,
         render_mode=render_mode,
