@@ -52,7 +52,8 @@ NON_NEGATIVE = Rule(">= 0", lambda v: v >= 0)
 UNIT = Rule("in [0, 1]", lambda v: 0 <= v <= 1)
 UNIT_OPEN_BELOW = Rule("in (0, 1]", lambda v: 0 < v <= 1)
 # numpy's legacy global seeding (np.random.seed) takes 32-bit seeds only.
-SEED = Rule("in [0, 4294967295]", lambda v: 0 <= v <= 2**32 - 1)
+MAX_SEED = 2**32 - 1  # envs seeded from numpy's legacy generators take 32-bit seeds
+SEED = Rule(f"in [0, {MAX_SEED}]", lambda v: 0 <= v <= MAX_SEED)
 # Counts of OS-level things (threads, env instances): beyond these, a typo, never a plan.
 THREADS = Rule("in [1, 1024]", lambda v: 1 <= v <= 1024)
 ENVS = Rule("in [1, 4096]", lambda v: 1 <= v <= 4096)

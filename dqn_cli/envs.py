@@ -12,7 +12,7 @@ import numpy as np
 from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
-from dqn_cli.config import EnvConfig
+from dqn_cli.config import MAX_SEED, EnvConfig
 from dqn_cli.env_spec import EnvSpec
 from dqn_cli.errors import UserError, first_line
 from dqn_cli.locate import locate
@@ -259,3 +259,11 @@ def life_lost(info: dict, num_envs: int) -> np.ndarray:
     if lost is None:
         return np.zeros(num_envs, dtype=bool)
     return np.asarray(lost, dtype=bool) & np.asarray(info.get("_life_lost", True), dtype=bool)
+
+
+def env_seeds(first: int, count: int) -> list[int | None]:
+    """Reset seeds ``first, first + 1, ...`` for ``count`` envs, as SyncVectorEnv derives them
+    from one int, but wrapped into [0, 2**32): envs that seed numpy's legacy generators
+    (MinAtar, ale-py) refuse larger ones, and a large run seed plus an offset (the evaluation's,
+    a resume's env step) would reach them."""
+    return [(first + i) % (MAX_SEED + 1) for i in range(count)]

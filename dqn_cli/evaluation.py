@@ -11,7 +11,7 @@ import torch
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
 from dqn_cli.config import EnvConfig
-from dqn_cli.envs import make_env
+from dqn_cli.envs import env_seeds, make_env
 from dqn_cli.networks import QNetwork, greedy_policy
 
 
@@ -81,8 +81,7 @@ class Evaluator:
     def _run_group(
         self, policy: Callable[[np.ndarray], np.ndarray], n_actions: int, first: int, n: int
     ) -> tuple[np.ndarray, np.ndarray]:
-        seeds: list[int | None] = [self.seed + first + i for i in range(self.width)]
-        obs, _ = self.envs.reset(seed=seeds)
+        obs, _ = self.envs.reset(seed=env_seeds(self.seed + first, self.width))
         rng = np.random.default_rng(self.seed + first)
         ret = np.zeros(self.width)
         length = np.zeros(self.width, dtype=np.int64)

@@ -270,7 +270,7 @@ def rehearse_resume(checkpoint: Path, payload: dict[str, Any], config: TrainConf
     the resumed run uses, so no check is left for later. Declared sizes are checked against
     the env and the config before anything of that size is allocated."""
     from dqn_cli.checkpoint import CheckpointError, check_weights
-    from dqn_cli.envs import make_vector_env
+    from dqn_cli.envs import env_seeds, make_vector_env
     from dqn_cli.networks import parameter_shapes
     from dqn_cli.run_state import LoopState, restore
     from dqn_cli.training import build_agent, resolve_device
@@ -298,7 +298,7 @@ def rehearse_resume(checkpoint: Path, payload: dict[str, Any], config: TrainConf
     try:
         rng = np.random.default_rng(config.seed)
         agent = build_agent(config, spec, resolve_device(config.device), rng)
-        obs, _ = envs.reset(seed=config.seed)
+        obs, _ = envs.reset(seed=env_seeds(config.seed, envs.num_envs))
         n = config.num_envs
         state = LoopState(obs.copy(), np.zeros(n), np.zeros(n, dtype=np.int64))
         restore(payload, agent, envs, state, rng, config)

@@ -27,7 +27,7 @@ from dqn_cli.checkpoint import CHECKPOINT_FORMAT, CheckpointError, save_checkpoi
 from dqn_cli.config import TrainConfig
 from dqn_cli.env_spec import EnvSpec
 from dqn_cli.env_state import restore_envs, snapshot_envs
-from dqn_cli.envs import VectorEnv
+from dqn_cli.envs import VectorEnv, env_seeds
 from dqn_cli.learner import Learner, UpdateResult
 from dqn_cli.networks import QNetwork
 from dqn_cli.run_lock import RunDirError
@@ -335,7 +335,7 @@ def restore(
             raise CheckpointError(f"its env state was refused: {exc}") from exc
     else:
         # No faithful env snapshot (e.g. Box2D): new episodes, seeded by where we stopped.
-        obs, _ = envs.reset(seed=config.seed + int(payload["env_step"]))
+        obs, _ = envs.reset(seed=env_seeds(config.seed + int(payload["env_step"]), envs.num_envs))
         state.obs = obs.copy()
         log.warning("env state could not be saved for %s: episodes restart", config.env.id)
     try:

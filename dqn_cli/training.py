@@ -21,7 +21,14 @@ from dqn_cli.buffers.nstep import NStepAccumulator
 from dqn_cli.checkpoint import save_checkpoint
 from dqn_cli.config import TrainConfig, flatten_keys
 from dqn_cli.env_spec import EnvSpec
-from dqn_cli.envs import env_spec, life_lost, make_vector_env, replay_frame_stack, true_next_obs
+from dqn_cli.envs import (
+    env_seeds,
+    env_spec,
+    life_lost,
+    make_vector_env,
+    replay_frame_stack,
+    true_next_obs,
+)
 from dqn_cli.errors import UserError
 from dqn_cli.evaluation import EvalResult, Evaluator
 from dqn_cli.exploration import linear_anneal, make_epsilon_schedule
@@ -195,7 +202,7 @@ def train(
     )
 
     n = c.num_envs
-    obs, _ = envs.reset(seed=c.seed)
+    obs, _ = envs.reset(seed=env_seeds(c.seed, envs.num_envs))
     state = LoopState(obs.copy(), np.zeros(n), np.zeros(n, dtype=np.int64))
     if resume is not None:
         restore(resume, agent, envs, state, rng, c)

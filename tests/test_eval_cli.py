@@ -388,7 +388,7 @@ def test_cuda_trained_checkpoint_evaluates_on_cpu(capsys, sweep, tmp_path):
         (["--episodes", "10**11"], "argument --episodes: expected an integer"),
         (["--episodes", "100000000000"], "argument --episodes: must be in [1, 100000]"),
         (["--episodes", "many"], "argument --episodes: expected an integer, got 'many'"),
-        (["--seed", "-1"], "argument --seed: must be >= 0, got -1"),
+        (["--seed", "-1"], "argument --seed: must be in [0, 4294967295], got -1"),
         (["--epsilon", "1.5"], "argument --epsilon: must be in [0, 1], got 1.5"),
         (["--device", "tpu"], "argument --device: invalid choice: 'tpu'"),
         pytest.param(

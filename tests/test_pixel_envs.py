@@ -192,3 +192,32 @@ def test_pixel_checkpoints_evaluate_and_record_video(tmp_path, capsys, family):
     if family == "atari":
         assert -21 <= row["return_mean"] <= 21 and row["length_mean"] > 100  # a whole game
     assert len(list(videos.glob("*.mp4"))) == 1
+
+
+def test_the_largest_seed_trains_and_evaluates_on_an_env_with_32_bit_seeds(tmp_path, capsys):
+    """MinAtar seeds numpy's legacy generator, which refuses seeds of 2**32 and above: the
+    evaluation's seed offset and dqn-eval's episode seeds wrap instead of crashing."""
+    pytest.importorskip("minatar", reason="the minatar extra (make install) is not installed")
+    largest = 2**32 - 1
+    settings = merge(
+        TINY,
+        {
+            "env": {"id": "MinAtar/Breakout-v1"},
+            "seed": largest,
+            "total_steps": 200,
+            "learning_starts": 100,
+            "eval": {"every": 200, "episodes": 2},
+            "checkpoint": {"every": 200},
+        },
+    )
+    settings["model"] = {"_target_": "dqn_cli.networks.MinAtarCNN", "features": 16}
+    run_dir = tmp_path / "run"
+    result = train(parse_train_config(settings), run_dir)
+    assert result.final_eval is not None and result.final_eval.lengths.min() > 0
+    code = evaluate_main([str(run_dir), "--episodes", "3", "--seed", str(largest), "--json"])
+    assert code == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["episodes"] == 3
+    with pytest.raises(SystemExit) as refused:
+        evaluate_main([str(run_dir), "--seed", str(largest + 1)])
+    assert refused.value.code == 2
+    assert f"must be in [0, {largest}]" in capsys.readouterr().err

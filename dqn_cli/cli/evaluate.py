@@ -30,7 +30,7 @@ from dqn_cli.checkpoint_eval import (
     require_video_extra,
     resolve_targets,
 )
-from dqn_cli.config import MAX_EVAL_EPISODES
+from dqn_cli.config import MAX_EVAL_EPISODES, MAX_SEED
 from dqn_cli.envs import EnvError
 from dqn_cli.errors import one_line
 
@@ -75,8 +75,8 @@ def _episodes(text: str) -> int:
 
 def _seed(text: str) -> int:
     value = _int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be in [0, {MAX_SEED}], got {value}")
     return value
 
 
