@@ -114,7 +114,7 @@ def _did_you_mean(env_id: str) -> str:
 def _wrap(env: gym.Env, wrapper: dict[str, Any], key: str) -> gym.Env:
     """``Class(env, **arguments)`` for one ``{_target_: module.Class, ...arguments}`` entry."""
     target = str(wrapper["_target_"])
-    cls = locate(target, f"{key}._target_", EnvError)
+    cls = locate(target, f"{key}._target_", EnvError, gym.Wrapper, "gymnasium.Wrapper")
     arguments = {k: v for k, v in wrapper.items() if k != "_target_"}
     try:
         wrapped = cls(env, **arguments)

@@ -14,8 +14,15 @@ from typing import Any
 from dqn_cli.errors import UserError
 
 
-def locate(target: str, key: str, error: type[UserError]) -> Callable[..., Any]:
-    """The callable ``module.Class`` names; ``error(one line naming key)`` if it cannot be had."""
+def locate(
+    target: str, key: str, error: type[UserError], base: type, base_name: str
+) -> Callable[..., Any]:
+    """The subclass of ``base`` (shown as ``base_name``) that ``module.Class`` names;
+    ``error(one line naming key)`` if it cannot be had.
+
+    Only a class of the expected kind is returned, never any other callable: a checkpoint's
+    config names these targets, and dqn-eval and resume call them, so a file must not be
+    able to name ``os.system`` or ``shutil.rmtree`` and have it run."""
     module_name, _, attr = target.rpartition(".")
     if not module_name:
         raise error(f"{key}: {target!r} is not of the form module.Class")
@@ -27,6 +34,8 @@ def locate(target: str, key: str, error: type[UserError]) -> Callable[..., Any]:
             "or on PYTHONPATH?"
         ) from None
     found = getattr(module, attr, None)
-    if not callable(found):
+    if found is None:
         raise error(f"{key}: module {module_name!r} has no class {attr!r}")
+    if not (isinstance(found, type) and issubclass(found, base)):
+        raise error(f"{key}: {target} is not a {base_name} class (a subclass of it is needed)")
     return found

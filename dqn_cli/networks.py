@@ -240,7 +240,7 @@ def _flat_size(torso: nn.Module, obs_shape: tuple[int, ...]) -> int:
 
 def build_q_network(target: str, head: str, kwargs: Mapping[str, Any], spec: EnvSpec) -> QNetwork:
     """Instantiate ``target`` for ``spec`` with the model's other keys, behind :class:`QNetwork`."""
-    cls = locate(target, "model._target_", ModelError)
+    cls = locate(target, "model._target_", ModelError, nn.Module, "torch.nn.Module")
     arguments = dict(kwargs)
     try:
         parameters = dict(inspect.signature(cls).parameters)

@@ -104,3 +104,31 @@ def test_a_format_2_checkpoint_still_evaluates(user_model_run, tmp_path):
         assert evaluated.returncode == 0, evaluated.stderr
         results.append(json.loads(evaluated.stdout.splitlines()[-1])["return_mean"])
     assert results[0] == results[1]
+
+
+@pytest.mark.parametrize(
+    ("key", "target", "message"),
+    [
+        ("model", "os.system", "model._target_: os.system is not a torch.nn.Module class"),
+        ("wrapper", "os.system", "env.wrappers[0]._target_: os.system is not a gymnasium.Wrapper"),
+    ],
+)
+def test_a_checkpoint_naming_a_function_to_call_is_refused_unrun(
+    user_model_run, tmp_path, key, target, message
+):
+    """A checkpoint's config names the classes dqn-eval builds; one edited to name any other
+    callable (here os.system, whose call would leave a marker file) is refused, not called."""
+    _, run_dir, env = user_model_run
+    payload = torch.load(run_dir / "checkpoints" / "best.pt", weights_only=True)
+    marker = tmp_path / "ran"
+    if key == "model":
+        payload["config"]["model"]["_target_"] = target
+    else:
+        payload["config"]["env"]["wrappers"] = [{"_target_": target, "command": f"touch {marker}"}]
+    forged = tmp_path / "forged.pt"
+    torch.save(payload, forged)
+    done = run_installed("dqn-eval", str(forged), cwd=tmp_path, env=env)
+    assert done.returncode == 2
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert not marker.exists()

@@ -147,6 +147,8 @@ def test_nature_cnn_is_the_published_architecture():
     [
         ("no_such_module.Net", "linear", {}, "cannot import module 'no_such_module'"),
         ("dqn_cli.networks.NoSuchNet", "linear", {}, "has no class 'NoSuchNet'"),
+        ("os.system", "linear", {}, "os.system is not a torch.nn.Module class"),
+        ("dqn_cli.networks.build_q_network", "linear", {}, "is not a torch.nn.Module class"),
         ("dqn_cli.networks.MLP", "linear", {"widths": [3]}, "model.widths: not an argument of"),
         ("dqn_cli.networks.MLP", "linear", {"hidden": [8, 0]}, "model.hidden[1]: must be"),
         ("dqn_cli.networks.NatureCNN", "linear", {}, "needs image observations"),

@@ -144,6 +144,10 @@ def test_dqn_eval_without_the_users_module_is_one_line(maze_run, tmp_path):
         ([f"env.id={MAZE}", "env.kwargs.size=1"], "env.kwargs: 'maze:Maze-v0' rejects"),
         (["env.wrappers=[{_target_:no_such_pkg.Wrapper}]"], "cannot import module 'no_such_pkg'"),
         (["env.wrappers=[{_target_:maze.NoSuchWrapper}]"], "has no class 'NoSuchWrapper'"),
+        (
+            ["env.wrappers=[{_target_:shutil.rmtree,ignore_errors:true}]"],
+            "shutil.rmtree is not a gymnasium.Wrapper class",
+        ),
         (["env.wrappers=[{max_episode_steps:9}]"], "env.wrappers[0]._target_: expected"),
         (
             ["env.wrappers=[{_target_:maze.ContinuousActions}]"],
