@@ -63,7 +63,7 @@ def test_a_snapshot_restored_into_a_fresh_env_plays_the_same_game(env_id, num_en
     # Sticky actions on (MinAtar: its own, 0.1): the first emulator frame after the restore
     # repeats the previous action with probability ``sticky``, so the two games below hold
     # opposite previous actions (Breakout: LEFT and RIGHT, which always move the paddle apart).
-    config = EnvConfig(id=env_id, sticky_actions=sticky or 0.0)
+    config = EnvConfig(id=env_id) if sticky is None else EnvConfig(id=env_id, sticky_actions=sticky)
     rng = np.random.default_rng(0)
     live = make_vector_env(config, num_envs)
     live.reset(seed=3)
@@ -183,6 +183,16 @@ def finished_atari_run(tmp_path_factory):
     )
     assert done.returncode == 0, done.stderr
     return run_dir
+
+
+def test_an_atari_run_resumes_its_games_through_the_cli(tmp_path, finished_atari_run, capfd):
+    run_dir = tmp_path / "run"
+    subprocess.run(["cp", "-a", str(finished_atari_run), str(run_dir)], check=True)
+    code, _, err = run_main(f"resume={run_dir}", "total_steps=400", capfd=capfd)
+    assert code == 0, err
+    log = (run_dir / "train.log").read_text()
+    assert "resumed at env step 300" in log and "episodes restart" not in log
+    assert load_checkpoint(run_dir / "checkpoints/last.pt")["env_step"] == 400
 
 
 class _GameState:
