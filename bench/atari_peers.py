@@ -44,11 +44,12 @@ Mapping (our dqn-train key <- SB3's setting):
                                    nothing
 
 Wrappers (read from SB3 2.x's atari_wrappers.py and gymnasium's AtariPreprocessing):
-  - Both: the ALE v5 game at frameskip=1 with sticky actions 0.25 inside the emulator (SB3's own
-    StickyActionEnv is off by default) and v5's cap of 108,000 frames a game, 1 to 30 no-op
-    frames at reset drawn from the env's generator, each action repeated 4 frames with the last
-    two max-pooled, 84x84 grayscale with cv2's INTER_AREA, 4 stacked frames, the game's minimal
-    action set (6 in Pong).
+  - Both: the ALE v5 game at frameskip=1 with sticky actions 0.25 per emulator frame (SB3:
+    inside the emulator, its own StickyActionEnv off by default; ours: gymnasium's
+    StickyAction on the game, so that checkpoints hold the previous action) and v5's cap of
+    108,000 frames a game, 1 to 30 no-op frames at reset drawn from the env's generator, each
+    action repeated 4 frames with the last two max-pooled, 84x84 grayscale with cv2's
+    INTER_AREA, 4 stacked frames, the game's minimal action set (6 in Pong).
   - Grayscale: SB3 max-pools the two RGB frames, then converts (cv2 weights); ours (gymnasium)
     takes ALE's grayscale screens, then max-pools. Pixel values differ slightly; the work is
     alike (the frameskip=1 env renders RGB on every frame in both).

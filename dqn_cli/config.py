@@ -51,6 +51,7 @@ POSITIVE = Rule("> 0", lambda v: v > 0)
 NON_NEGATIVE = Rule(">= 0", lambda v: v >= 0)
 UNIT = Rule("in [0, 1]", lambda v: 0 <= v <= 1)
 UNIT_OPEN_BELOW = Rule("in (0, 1]", lambda v: 0 < v <= 1)
+UNIT_OPEN_ABOVE = Rule("in [0, 1)", lambda v: 0 <= v < 1)
 # numpy's legacy global seeding (np.random.seed) takes 32-bit seeds only.
 MAX_SEED = 2**32 - 1  # envs seeded from numpy's legacy generators take 32-bit seeds
 SEED = Rule(f"in [0, {MAX_SEED}]", lambda v: 0 <= v <= MAX_SEED)
@@ -158,9 +159,9 @@ class EnvConfig:
     noop_max: int = key(30, "ALE/*: up to this many no-op steps at reset", NON_NEGATIVE)
     sticky_actions: float = key(
         0.25,
-        "ALE/*: probability the emulator repeats the previous action (ALE v5 default, "
-        "Machado et al. 2018)",
-        UNIT,
+        "ALE/*: probability each emulator frame repeats the previous action instead (ALE v5 "
+        "default, Machado et al. 2018)",
+        UNIT_OPEN_ABOVE,
     )
     full_action_space: bool = key(
         False, "ALE/*: all 18 joystick actions instead of the game's minimal set (v5 default)"

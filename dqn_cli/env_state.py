@@ -8,7 +8,13 @@ layers hold, and spaces) plus the numpy array and random-generator constructors.
 in the file is refused, which keeps loading a checkpoint as safe as
 ``torch.load(weights_only=True)``.
 
-Envs that cannot be pickled faithfully (Box2D and MuJoCo envs pickle their constructor
+An ale-py game (the innermost env of an ``ALE/*`` chain) pickles its constructor arguments,
+not the emulator: its wrappers are pickled as usual, and the game itself goes into the pickle
+as a persistent id holding its plain-data state (pixel_envs.atari_state: bytes, names, ints).
+On restore that state is put into the game of a freshly made env of the same config, and the
+unpickled wrappers are set on it.
+
+Other envs that cannot be pickled faithfully (Box2D and MuJoCo envs pickle their constructor
 arguments, not their state; simulators with native handles do not pickle at all), and envs
 whose state holds objects the allow-list refuses, have no snapshot: their episodes restart on
 resume, with a warning in train.log.
@@ -27,6 +33,7 @@ from gymnasium.utils import EzPickle
 
 from dqn_cli.config import EnvConfig
 from dqn_cli.envs import VectorEnv, make_env
+from dqn_cli.pixel_envs import atari_state, is_atari_game, restore_atari_state
 
 log = logging.getLogger(__name__)
 
@@ -43,15 +50,19 @@ _NUMPY_ALLOWED = {
     ("numpy.random._pickle", "__randomstate_ctor"),
     ("numpy.random._generator", "Generator"),
     ("numpy.random._pcg64", "PCG64"),
+    ("numpy.random._mt19937", "MT19937"),  # inside a legacy RandomState (MinAtar's games)
     ("numpy.random.bit_generator", "SeedSequence"),
     ("numpy.random.bit_generator", "__pyx_unpickle_SeedSequence"),
+    ("collections", "deque"),  # FrameStackObservation's frames
 }
+# The persistent id that stands for an ale-py game in a snapshot: (tag, atari_state(game)).
+_ATARI_GAME = "atari_game"
 
 
 def _allowed_classes(env: gym.Env) -> set[tuple[str, str]]:
     allowed = set(_NUMPY_ALLOWED)
     layer: Any = env
-    while True:
+    while not is_atari_game(layer):  # a game is restored from its state, never unpickled
         allowed.add((type(layer).__module__, type(layer).__qualname__))
         # The classes of the layer's own state (NormalizeObservation's RunningMeanStd, a
         # custom env's helper objects): a fresh env of this config made them itself.
@@ -97,6 +108,8 @@ def _add_state_classes(value: Any, allowed: set[tuple[str, str]], depth: int) ->
         cls = type(value)
         if not hasattr(value, "__dict__") or cls.__module__ == "builtins" or callable(value):
             return
+        if is_atari_game(value):  # held by the innermost wrapper; restored, never unpickled
+            return
         if cls.__reduce_ex__ is not object.__reduce_ex__ or cls.__reduce__ is not object.__reduce__:
             return
         allowed.add((cls.__module__, cls.__qualname__))
@@ -106,33 +119,75 @@ def _add_state_classes(value: Any, allowed: set[tuple[str, str]], depth: int) ->
             _add_state_classes(item, allowed, depth - 1)
 
 
+class _EnvPickler(pickle.Pickler):
+    """Pickles an env chain, its ale-py game (if any) as the game's plain-data state."""
+
+    def persistent_id(self, obj: Any) -> Any:
+        return (_ATARI_GAME, atari_state(obj)) if is_atari_game(obj) else None
+
+
 class _EnvUnpickler(pickle.Unpickler):
-    def __init__(self, data: bytes, allowed: set[tuple[str, str]]) -> None:
+    """Unpickles an env chain through the allow-list; a game's state goes into ``game``."""
+
+    def __init__(self, data: bytes, allowed: set[tuple[str, str]], game: gym.Env | None) -> None:
         super().__init__(io.BytesIO(data))
         self.allowed = allowed
+        self.game = game
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) not in self.allowed:
             raise pickle.UnpicklingError(f"env snapshot refers to {module}.{name}, not allowed")
         return super().find_class(module, name)
 
+    def persistent_load(self, pid: Any) -> Any:
+        if self.game is None or not (isinstance(pid, tuple) and pid[:1] == (_ATARI_GAME,)):
+            raise pickle.UnpicklingError("env snapshot holds a game state this env has no game for")
+        restore_atari_state(self.game, pid[1] if len(pid) == 2 else None)
+        return self.game
+
+
+class _AllowListCheck(_EnvUnpickler):
+    """Unpickles a snapshot just taken, to see that the allow-list accepts it; a game's state
+    (plain data, taken from the live game) is left aside."""
+
+    def persistent_load(self, pid: Any) -> Any:
+        return None
+
+
+def _pickled(env: gym.Env) -> bytes:
+    buffer = io.BytesIO()
+    _EnvPickler(buffer).dump(env)
+    return buffer.getvalue()
+
+
+def _load(data: bytes, fresh: gym.Env) -> gym.Env:
+    """The env pickled in ``data``; an Atari snapshot's game is ``fresh``'s, put in its state."""
+    game = fresh.unwrapped if is_atari_game(fresh.unwrapped) else None
+    env = _EnvUnpickler(data, _allowed_classes(fresh), game).load()
+    if not isinstance(env, gym.Env) or (game is not None and env.unwrapped is not game):
+        raise pickle.UnpicklingError("env snapshot does not hold an env of this run's config")
+    return env
+
 
 def snapshot_envs(envs: VectorEnv) -> list[bytes] | None:
     """Pickled sub-envs, or None when this env cannot be pickled faithfully or would not be
     accepted back (its state holds classes the allow-list does not know): then episodes
     restart on resume, as for Box2D envs."""
-    if any(isinstance(env.unwrapped, EzPickle) for env in envs.envs):
+    if any(
+        isinstance(env.unwrapped, EzPickle) and not is_atari_game(env.unwrapped)
+        for env in envs.envs
+    ):
         # EzPickle envs (Box2D, MuJoCo) pickle their constructor arguments, not their state:
         # unpickling would build a fresh env, silently starting new episodes.
         return None
     try:
-        snapshots = [pickle.dumps(env) for env in envs.envs]
+        snapshots = [_pickled(env) for env in envs.envs]
     except Exception:
         return None
     allowed = _allowed_classes(envs.envs[0])
     try:
         for data in snapshots:
-            _EnvUnpickler(data, allowed).load()
+            _AllowListCheck(data, allowed, game=None).load()
     except Exception as exc:
         log.warning("env state cannot be saved for exact resume (%s): episodes restart", exc)
         return None
@@ -140,13 +195,25 @@ def snapshot_envs(envs: VectorEnv) -> list[bytes] | None:
 
 
 def restore_envs(envs: VectorEnv, snapshots: list[bytes], config: EnvConfig) -> None:
-    """Put the snapshotted sub-envs in place of ``envs``' own; raises UnpicklingError if unsafe."""
+    """Put the snapshotted sub-envs in place of ``envs``' own; raises UnpicklingError if unsafe
+    and ValueError if a game state is refused, leaving ``envs`` as they were."""
     if len(snapshots) != envs.num_envs:
         raise ValueError(f"snapshot holds {len(snapshots)} envs, the run has {envs.num_envs}")
-    reference = make_env(config)
-    allowed = _allowed_classes(reference)
-    reference.close()
-    restored = [_EnvUnpickler(data, allowed).load() for data in snapshots]
+    restored: list[gym.Env] = []
+    try:
+        for data in snapshots:
+            fresh = make_env(config)
+            try:
+                restored.append(_load(data, fresh))
+            except BaseException:
+                fresh.close()
+                raise
+            if not is_atari_game(fresh.unwrapped):
+                fresh.close()  # only its classes were needed; an Atari game lives on restored
+    except BaseException:
+        for env in restored:
+            env.close()
+        raise
     for old in envs.envs:
         old.close()
     envs.envs = restored

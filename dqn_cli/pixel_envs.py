@@ -4,7 +4,10 @@ Atari follows Mnih et al. (2015) as revisited by Machado et al. (2018): the emul
 ``frameskip=1`` and gymnasium's ``AtariPreprocessing`` repeats each action ``frame_skip`` times,
 max-pools the last two frames (sprites flicker), resizes to 84x84 grayscale and plays up to
 ``noop_max`` no-ops at reset; FIRE is pressed at reset in games that wait for it; the last
-``frame_stack`` frames form one observation. Sticky actions (the v5 default, 0.25) stay on.
+``frame_stack`` frames form one observation. Sticky actions (the v5 default, 0.25) stay on:
+each emulator frame repeats the previous action with that probability (gymnasium's
+``StickyAction`` on the ``frameskip=1`` game, in place of ALE's own, whose previous action
+lives outside the state ALE can save, so a restored game would forget it).
 
 What the published pipeline does to the *learning signal* only, ending an episode on a lost life
 and clipping rewards to their sign, is not done here: the training loop applies it to what it
@@ -13,11 +16,19 @@ plays whole games with raw scores, and logged returns and evaluation are game sc
 reports a lost life through ``info["life_lost"]``.
 
 Both packages are optional extras, imported only when an id of theirs is asked for.
+
+An Atari env's chain pickles like any other except for its ale-py game, which pickles its
+constructor arguments only: :func:`atari_state` and :func:`restore_atari_state` carry the game
+itself as plain data (ALE's serialized emulator state, RNG included, and the env's generator),
+so a checkpoint can continue the very same game (env_state.py).
 """
 
 from __future__ import annotations
 
 import importlib
+import os
+import sys
+import tempfile
 from dataclasses import dataclass
 from typing import Any, SupportsFloat
 
@@ -78,6 +89,9 @@ def register_family(env_id: str) -> None:
     if family == "atari":
         import ale_py
 
+        # Errors only: ALE's start-up banner would otherwise precede dqn-train's own output,
+        # and its one-line errors, on stderr.
+        ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Error)
         gym.register_envs(ale_py)
     else:
         # gymnasium 1.x no longer loads MinAtar's plugin entry point: register by hand.
@@ -132,11 +146,14 @@ def make_atari_env(
         # AtariPreprocessing reads ALE's grayscale screen itself and drops the env's own
         # observation: a grayscale one is a third of the RGB copy made on every frame.
         obs_type="grayscale",
-        repeat_action_probability=options.sticky_actions,
+        repeat_action_probability=0.0,  # StickyAction below does it, in state a snapshot holds
         full_action_space=options.full_action_space,
         render_mode=render_mode,
         **(kwargs or {}),
     )
+    if options.sticky_actions > 0:
+        # Per emulator frame (frameskip=1), drawn from the game's own generator.
+        env = gym.wrappers.StickyAction(env, repeat_action_probability=options.sticky_actions)
     env = gym.wrappers.AtariPreprocessing(
         env,
         noop_max=options.noop_max,
@@ -150,6 +167,64 @@ def make_atari_env(
         env = FireOnReset(env)
     env = LifeLossSignal(env)
     return gym.wrappers.FrameStackObservation(env, options.frame_stack)
+
+
+def is_atari_game(env: object) -> bool:
+    """Whether ``env`` is an ale-py game (the innermost env of an ``ALE/*`` chain)."""
+    ale_py = sys.modules.get("ale_py")
+    return ale_py is not None and isinstance(env, ale_py.AtariEnv)
+
+
+def atari_state(game: gym.Env) -> dict[str, Any]:
+    """What an ale-py game's pickle leaves out, as plain data: the emulator (RAM, CPU, frame
+    counters and its RNG) as ALE serializes it, and the env's generator (no-op counts at reset,
+    sticky actions), as numpy describes a bit generator's state (names and ints)."""
+    return {
+        "ale": game.ale.cloneState(include_rng=True).serialize(),  # type: ignore[attr-defined]
+        "np_random": game.np_random.bit_generator.state,
+    }
+
+
+def restore_atari_state(game: gym.Env, state: Any) -> None:
+    """Put an :func:`atari_state` into a fresh ``game`` of the same config; ValueError (one
+    line) when ``state`` is not one or ALE refuses it."""
+    if not isinstance(state, dict) or set(state) != {"ale", "np_random"}:
+        raise ValueError("the Atari game state is not a dict of 'ale' and 'np_random'")
+    if not isinstance(state["ale"], bytes):
+        raise ValueError("the Atari game state's 'ale' is not bytes")
+    _restore_emulator(game, state["ale"])
+    try:
+        game.np_random.bit_generator.state = state["np_random"]
+    except (TypeError, ValueError, KeyError) as exc:
+        raise ValueError(f"the Atari game's generator state is refused ({exc!r})") from exc
+
+
+def _restore_emulator(game: gym.Env, serialized: bytes) -> None:
+    """``ale.restoreState`` from ALE's serialized bytes.
+
+    ALE writes why it refuses a state to the process's stderr from C++ and then raises an
+    exception that reaches Python without a message: its reason is taken back from file
+    descriptor 2, so that the user reads one line saying why.
+    """
+    import ale_py
+
+    error: Exception | None = None
+    sys.stderr.flush()
+    saved_stderr = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            game.ale.restoreState(ale_py.ALEState(serialized))  # type: ignore[attr-defined]
+        except Exception as exc:  # nanobind's SystemError for an untranslated C++ exception
+            error = exc
+        finally:
+            os.dup2(saved_stderr, 2)
+            os.close(saved_stderr)
+        if error is None:
+            return
+        captured.seek(0)
+        said = " ".join(captured.read().decode(errors="replace").split())
+    raise ValueError(f"ALE cannot load the game state ({said or type(error).__name__})") from error
 
 
 class MinAtarChannelsFirst(gym.ObservationWrapper):

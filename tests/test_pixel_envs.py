@@ -4,6 +4,7 @@
 import json
 import os
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
@@ -53,13 +54,25 @@ def test_atari_resets_start_after_a_random_number_of_no_ops_then_fire():
     assert min(starts) >= 4 and max(starts) <= 30 + 4
 
 
+def layers(env):
+    """An env's wrapper chain, outermost first, down to the game."""
+    while isinstance(env, gym.Wrapper):
+        yield env
+        env = env.env
+    yield env
+
+
 def test_sticky_actions_and_action_set_are_the_keys():
     minimal = make_env(BREAKOUT)
     full = make_env(EnvConfig(id="ALE/Breakout-v5", full_action_space=True, sticky_actions=0.0))
     assert minimal.action_space.n == 4 and full.action_space.n == 18
-    ale = minimal.unwrapped.ale  # type: ignore[attr-defined]
-    assert ale.getFloat("repeat_action_probability") == pytest.approx(0.25)
-    assert full.unwrapped.ale.getFloat("repeat_action_probability") == 0.0  # type: ignore[attr-defined]
+    # Sticky per emulator frame in a wrapper (its previous action is state a checkpoint keeps),
+    # never also inside the emulator.
+    sticky = [layer for layer in layers(minimal) if isinstance(layer, gym.wrappers.StickyAction)]
+    assert [layer.repeat_action_probability for layer in sticky] == [0.25]
+    assert not any(isinstance(layer, gym.wrappers.StickyAction) for layer in layers(full))
+    for env in (minimal, full):
+        assert env.unwrapped.ale.getFloat("repeat_action_probability") == 0.0  # type: ignore[attr-defined]
     minimal.close()
     full.close()
 
