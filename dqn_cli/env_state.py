@@ -25,6 +25,7 @@ import gymnasium as gym
 from gymnasium import spaces
 from gymnasium.utils import EzPickle
 
+from dqn_cli.ale_vector import AleVectorEnv
 from dqn_cli.config import EnvConfig
 from dqn_cli.envs import VectorEnv, make_env
 
@@ -121,6 +122,8 @@ def snapshot_envs(envs: VectorEnv) -> list[bytes] | None:
     """Pickled sub-envs, or None when this env cannot be pickled faithfully or would not be
     accepted back (its state holds classes the allow-list does not know): then episodes
     restart on resume, as for Box2D envs."""
+    if isinstance(envs, AleVectorEnv):
+        return None  # its games live in C++, out of pickle's reach
     if any(isinstance(env.unwrapped, EzPickle) for env in envs.envs):
         # EzPickle envs (Box2D, MuJoCo) pickle their constructor arguments, not their state:
         # unpickling would build a fresh env, silently starting new episodes.
@@ -141,6 +144,8 @@ def snapshot_envs(envs: VectorEnv) -> list[bytes] | None:
 
 def restore_envs(envs: VectorEnv, snapshots: list[bytes], config: EnvConfig) -> None:
     """Put the snapshotted sub-envs in place of ``envs``' own; raises UnpicklingError if unsafe."""
+    if isinstance(envs, AleVectorEnv):
+        raise ValueError("ale-py's vector env (env.vector) takes no env snapshot")
     if len(snapshots) != envs.num_envs:
         raise ValueError(f"snapshot holds {len(snapshots)} envs, the run has {envs.num_envs}")
     reference = make_env(config)

@@ -21,7 +21,14 @@ from dqn_cli.buffers.nstep import NStepAccumulator
 from dqn_cli.checkpoint import save_checkpoint
 from dqn_cli.config import TrainConfig, flatten_keys
 from dqn_cli.env_spec import EnvSpec
-from dqn_cli.envs import env_spec, life_lost, make_vector_env, replay_frame_stack, true_next_obs
+from dqn_cli.envs import (
+    collection_path,
+    env_spec,
+    life_lost,
+    make_vector_env,
+    replay_frame_stack,
+    true_next_obs,
+)
 from dqn_cli.errors import UserError
 from dqn_cli.evaluation import EvalResult, Evaluator
 from dqn_cli.exploration import linear_anneal, make_epsilon_schedule
@@ -187,6 +194,7 @@ def train(
     )
     beta_at = linear_anneal(c.buffer.beta, 1.0, c.total_steps)  # PER only; reaches 1 at the end
     lr_at = linear_anneal(c.lr, 0.0 if c.lr_schedule == "linear" else c.lr, c.total_steps)
+    log.info("envs: %d stepped by %s", c.num_envs, collection_path(c.env, c.num_envs))
     log.info(
         "learner: %s; replay storage: %d transitions, %.1f MiB preallocated",
         learner.name,
