@@ -1,7 +1,7 @@
 """Atari collection paths: gymnasium's SyncVectorEnv of wrapped envs vs ale-py's C++ vector env.
 
     .venv/bin/python -m bench.ale_vector [--num-envs 1 4 8] [--steps 6000] [--repeats 2]
-        [--episodes 60]
+        [--episodes 100]
 
 Both paths are built by dqn_cli.envs.make_vector_env from one EnvConfig, differing only in
 ``env.vector`` (gymnasium | ale), so they run the same preprocessing (frame skip 4 max-pooled,
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-envs", type=int, nargs="+", default=[1, 4, 8])
     parser.add_argument("--steps", type=int, default=6000, help="timed env steps per cell")
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--episodes", type=int, default=60, help="Breakout games per path")
+    parser.add_argument("--episodes", type=int, default=100, help="Breakout games per path")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 

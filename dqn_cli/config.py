@@ -273,7 +273,10 @@ class TrainConfig:
     )
     total_steps: int = key(50_000, "env steps to train for", POSITIVE)
     num_envs: int = key(
-        1, "envs stepped in lockstep (SyncVectorEnv), acted on in one forward pass", ENVS
+        1,
+        "envs stepped in lockstep (SyncVectorEnv; Atari: see env.vector), acted on in one "
+        "forward pass",
+        ENVS,
     )
     lr: float = key(1e-3, "Adam learning rate", POSITIVE)
     adam_eps: float = key(
