@@ -11,7 +11,8 @@ what is timed includes dqn-cli's adapter of the ale path:
 - speed: env steps/s (summed over the envs) of ``--steps`` random-action env steps on
   ALE/Pong-v5 after a warm-up, per num_envs, alternating the paths, median of ``--repeats``.
   The ale path runs min(num_envs, usable cores) C++ threads: on a 2-core machine that caps
-  what threads can add, so the gain there is mostly C++ against Python per step.
+  what threads can add; the path is also timed with one thread, which is what C++ stepping
+  and preprocessing gain without parallelism.
 - agreement: what stays different between the paths (FIRE at reset lasts 1 frame on the ale
   path, frame_skip frames on gymnasium's; other random streams for no-ops and sticky actions)
   measured where it shows: the return and length of ``--episodes`` random-play games of
@@ -29,19 +30,25 @@ import time
 import numpy as np
 
 from bench.common import alternate, fmt, machine_header, median, print_table
-from dqn_cli.ale_vector import usable_cores
+from dqn_cli.ale_vector import AleVectorEnv, usable_cores
 from dqn_cli.config import EnvConfig
-from dqn_cli.envs import make_vector_env
+from dqn_cli.envs import VectorEnv, make_vector_env
 
 PATHS = ("gymnasium", "ale")
+ONE_THREAD = "ale, 1 thread"  # what the ale path gains without parallel threads
 SPEED_GAME, AGREEMENT_GAME = "ALE/Pong-v5", "ALE/Breakout-v5"
 AGREEMENT_ENVS = 4
 WARMUP_VECTOR_STEPS = 50
 
 
 def steps_per_second(path: str, num_envs: int, env_steps: int, seed: int) -> float:
-    """Random-action env steps per second on ``path``, summed over ``num_envs`` envs."""
-    envs = make_vector_env(EnvConfig(id=SPEED_GAME, vector=path), num_envs)
+    """Random-action env steps per second on ``path`` (or ONE_THREAD), summed over
+    ``num_envs`` envs."""
+    envs: VectorEnv
+    if path == ONE_THREAD:
+        envs = AleVectorEnv(EnvConfig(id=SPEED_GAME), num_envs, threads=1)
+    else:
+        envs = make_vector_env(EnvConfig(id=SPEED_GAME, vector=path), num_envs)
     try:
         envs.reset(seed=seed)
         rng = np.random.default_rng(seed)
@@ -106,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         f"after {WARMUP_VECTOR_STEPS} vector steps of warm-up, alternating the paths, median "
         f"of {args.repeats}; ale path: min(num_envs, {usable_cores()} usable cores) C++ threads"
     )
-    cells = [f"{path}|{n}" for n in args.num_envs for path in PATHS]
+    cells = [f"{path}|{n}" for n in args.num_envs for path in (*PATHS, ONE_THREAD)]
 
     def run(cell: str, repeat: int) -> float:
         path, n = cell.split("|")
@@ -119,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for n in args.num_envs:
         gym_rate, ale_rate = rates[f"gymnasium|{n}"], rates[f"ale|{n}"]
+        one_thread_rate = rates[f"{ONE_THREAD}|{n}"]
         rows.append(
             [
                 n,
@@ -127,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
                 fmt(ale_rate, 0),
                 fmt(1e6 / ale_rate),
                 f"{ale_rate / gym_rate:.2f}x",
+                fmt(one_thread_rate, 0),
+                f"{one_thread_rate / gym_rate:.2f}x",
             ]
         )
     print_table(
@@ -137,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
             "ale steps/s",
             "us / env step",
             "ale vs gymnasium",
+            "ale 1 thread steps/s",
+            "vs gymnasium",
         ],
         rows,
     )

@@ -13,7 +13,7 @@ adapts what it returns to the contract of :func:`dqn_cli.envs.make_vector_env`:
 - sticky actions ``env.sticky_actions`` (ale-py's vector default is 0, ALE v5's 0.25);
 - a new episode's stack repeats its first frame (ale-py pads with black frames);
 - up to ``env.noop_max`` one-frame no-ops (ale-py draws 0 .. its argument - 1);
-- the 108,000-frame cap of the game's v5 registration.
+- the 108,000-frame cap of the game's v5 registration (counted after the reset's no-ops).
 
 What stays different (measured in bench/ale_vector.py, stated in the key's help and the README):
 ale-py presses FIRE for one emulator frame at reset where gymnasium's path presses it for one
@@ -49,7 +49,8 @@ class AleVectorEnv:
     """``num_envs`` copies of the Atari game ``config.id`` stepped by ale-py in C++ threads,
     with the semantics of :func:`dqn_cli.envs.make_vector_env` (see the module docstring)."""
 
-    def __init__(self, config: EnvConfig, num_envs: int) -> None:
+    def __init__(self, config: EnvConfig, num_envs: int, threads: int | None = None) -> None:
+        """``threads``: C++ worker threads, by default one per env up to the usable cores."""
         register_family(config.id)  # the atari extra, or a one-line error naming it
         from ale_py.vector_env import AtariVectorEnv
 
@@ -59,7 +60,7 @@ class AleVectorEnv:
         self._vector = AtariVectorEnv(
             game_kwargs["game"],
             num_envs,
-            num_threads=min(num_envs, usable_cores()),
+            num_threads=threads or min(num_envs, usable_cores()),
             max_num_frames_per_episode=game_kwargs["max_num_frames_per_episode"],
             repeat_action_probability=config.sticky_actions,
             full_action_space=config.full_action_space,
@@ -90,10 +91,10 @@ class AleVectorEnv:
             obs, info = self._vector.reset()
         else:
             if isinstance(seed, int):
-                seeds = seed + np.arange(self.num_envs)
-            else:
-                seeds = np.array([0 if s is None else s for s in seed], dtype=np.int64)
-            obs, info = self._vector.reset(seed=seeds % _ALE_SEED_MODULUS)
+                seed = [seed + i for i in range(self.num_envs)]
+            # -1: that env is not reseeded (gymnasium's None)
+            seeds = [-1 if s is None else s % _ALE_SEED_MODULUS for s in seed]
+            obs, info = self._vector.reset(seed=np.array(seeds, dtype=np.int64))
         self._episode_steps[:] = 0
         self._lives[:] = info["lives"]
         self._repeat_first_frame(obs, self._episode_steps)

@@ -155,9 +155,10 @@ def test_ale_vector_times_both_paths_and_plays_games_on_each(
         if line.startswith("| ") and not line.startswith("| num_envs") and "path" not in line
     ]
     speed = {row[0]: row for row in rows if row[0] in ("1", "2")}
-    for _, gym_rate, _, ale_rate, _, ratio in speed.values():
-        gym, ale = (float(r.replace(",", "")) for r in (gym_rate, ale_rate))
+    for _, gym_rate, _, ale_rate, _, ratio, one_rate, one_ratio in speed.values():
+        gym, ale, one = (float(r.replace(",", "")) for r in (gym_rate, ale_rate, one_rate))
         assert float(ratio.rstrip("x")) == pytest.approx(ale / gym, abs=0.01)
+        assert float(one_ratio.rstrip("x")) == pytest.approx(one / gym, abs=0.01)
     games = {row[0]: row for row in rows if row[0] in ale_vector.PATHS}
     assert sorted(games) == sorted(ale_vector.PATHS)
     assert all(row[1] == "2" for row in games.values())
