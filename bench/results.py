@@ -114,6 +114,8 @@ BENCHMARKS: tuple[Benchmark, ...] = (
             "1",
             "--steps",
             "2000",
+            "--train-steps",
+            "2000",
             "--episodes",
             "16",
         ),

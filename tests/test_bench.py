@@ -148,6 +148,7 @@ def test_ale_vector_times_both_paths_and_plays_games_on_each(
 ) -> None:
     pytest.importorskip("ale_py")
     argv = ["--num-envs", "1", "2", "--steps", "40", "--repeats", "1", "--episodes", "2"]
+    argv += ["--train-envs", "2", "--train-steps", "1000"]
     assert ale_vector.main(argv) == 0
     rows = [
         [c.strip() for c in line.strip("|").split("|")]
@@ -155,6 +156,11 @@ def test_ale_vector_times_both_paths_and_plays_games_on_each(
         if line.startswith("| ") and not line.startswith("| num_envs") and "path" not in line
     ]
     speed = {row[0]: row for row in rows if row[0] in ("1", "2")}
+    training = {row[0]: row for row in rows if row[0] in ("1.0", "0.05")}
+    for _, gym_rate, ale_rate, ratio in training.values():
+        gym, ale = (float(r.replace(",", "")) for r in (gym_rate, ale_rate))
+        assert float(ratio.rstrip("x")) == pytest.approx(ale / gym, abs=0.01)
+    assert sorted(training) == ["0.05", "1.0"]
     for _, gym_rate, _, ale_rate, _, ratio, one_rate, one_ratio in speed.values():
         gym, ale, one = (float(r.replace(",", "")) for r in (gym_rate, ale_rate, one_rate))
         assert float(ratio.rstrip("x")) == pytest.approx(ale / gym, abs=0.01)
