@@ -104,6 +104,23 @@ BENCHMARKS: tuple[Benchmark, ...] = (
         ),
     ),
     Benchmark(
+        "bench.ale_vector",
+        "Atari collection env steps/s, gymnasium's SyncVectorEnv vs ale-py's C++ vector env",
+        ("-m", "bench.ale_vector", "--repeats", "2"),
+        (
+            "-m",
+            "bench.ale_vector",
+            "--repeats",
+            "1",
+            "--steps",
+            "2000",
+            "--train-steps",
+            "2000",
+            "--episodes",
+            "16",
+        ),
+    ),
+    Benchmark(
         "bench.memory",
         "replay storage size and resident memory over a long run",
         ("-m", "bench.memory", "--steps", "200000"),

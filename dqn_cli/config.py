@@ -86,6 +86,9 @@ HeadName = Literal["linear", "dueling"]
 LearnerName = Literal["auto", "autograd", "fast"]
 LoggerKind = Literal["tensorboard", "wandb", "mlflow"]
 WandbMode = Literal["online", "offline"]
+EnvVector = Literal["auto", "gymnasium", "ale"]
+# Ids of Atari games (ale-py); dqn_cli/pixel_envs.py builds their pipeline.
+ATARI_PREFIX = "ALE/"
 
 
 @dataclass(frozen=True)
@@ -165,6 +168,12 @@ class EnvConfig:
     )
     full_action_space: bool = key(
         False, "ALE/*: all 18 joystick actions instead of the game's minimal set (v5 default)"
+    )
+    vector: EnvVector = key(
+        "auto",
+        "ALE/*: training envs stepped by gymnasium (SyncVectorEnv) | ale (ale-py's C++ vector "
+        "env: same keys, FIRE at reset 1 frame not frame_skip, other noop/sticky random "
+        "streams; no env.kwargs/wrappers) | auto (ale if num_envs > 1 and it applies)",
     )
 
 
@@ -266,7 +275,10 @@ class TrainConfig:
     )
     total_steps: int = key(50_000, "env steps to train for", POSITIVE)
     num_envs: int = key(
-        1, "envs stepped in lockstep (SyncVectorEnv), acted on in one forward pass", ENVS
+        1,
+        "envs stepped in lockstep (SyncVectorEnv; Atari: see env.vector), acted on in one "
+        "forward pass",
+        ENVS,
     )
     lr: float = key(1e-3, "Adam learning rate", POSITIVE)
     adam_eps: float = key(
@@ -591,9 +603,23 @@ def _check_wrappers(wrappers: tuple[dict[str, Any], ...]) -> None:
             )
 
 
+def ale_vector_refusal(env: EnvConfig) -> tuple[str, str] | None:
+    """Why ale-py's vector env cannot step ``env`` (the key at fault, the reason), or None.
+    It builds Atari games itself: nothing else to construct or wrap."""
+    if not env.id.rpartition(":")[2].startswith(ATARI_PREFIX):
+        return "env.vector", f"ale steps {ATARI_PREFIX}* games only, env.id is {env.id!r}"
+    for name, value in (("env.kwargs", env.kwargs), ("env.wrappers", env.wrappers)):
+        if value:
+            return name, "env.vector=ale takes none (ale-py builds the games itself)"
+    return None
+
+
 def _check_relations(c: TrainConfig) -> None:
     """Rules between keys."""
     _check_wrappers(c.env.wrappers)
+    refusal = ale_vector_refusal(c.env) if c.env.vector == "ale" else None
+    if refusal is not None:
+        raise ConfigError(refusal[0], f"{refusal[1]}; use env.vector=gymnasium")
     _require(
         c.exploration.end <= c.exploration.start,
         "exploration.end",

@@ -31,6 +31,7 @@ import gymnasium as gym
 from gymnasium import spaces
 from gymnasium.utils import EzPickle
 
+from dqn_cli.ale_vector import AleVectorEnv
 from dqn_cli.config import EnvConfig
 from dqn_cli.envs import VectorEnv, make_env
 from dqn_cli.pixel_envs import atari_state, is_atari_game, restore_atari_state
@@ -173,6 +174,8 @@ def snapshot_envs(envs: VectorEnv) -> list[bytes] | None:
     """Pickled sub-envs, or None when this env cannot be pickled faithfully or would not be
     accepted back (its state holds classes the allow-list does not know): then episodes
     restart on resume, as for Box2D envs."""
+    if isinstance(envs, AleVectorEnv):
+        return None  # its games live in C++, out of pickle's reach
     if any(
         isinstance(env.unwrapped, EzPickle) and not is_atari_game(env.unwrapped)
         for env in envs.envs
@@ -197,6 +200,8 @@ def snapshot_envs(envs: VectorEnv) -> list[bytes] | None:
 def restore_envs(envs: VectorEnv, snapshots: list[bytes], config: EnvConfig) -> None:
     """Put the snapshotted sub-envs in place of ``envs``' own; raises UnpicklingError if unsafe
     and ValueError if a game state is refused, leaving ``envs`` as they were."""
+    if isinstance(envs, AleVectorEnv):
+        raise ValueError("ale-py's vector env (env.vector) takes no env snapshot")
     if len(snapshots) != envs.num_envs:
         raise ValueError(f"snapshot holds {len(snapshots)} envs, the run has {envs.num_envs}")
     restored: list[gym.Env] = []

@@ -5,14 +5,15 @@ from __future__ import annotations
 import difflib
 import importlib
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
-from dqn_cli.config import MAX_SEED, EnvConfig
+from dqn_cli.ale_vector import AleVectorEnv
+from dqn_cli.config import MAX_SEED, EnvConfig, ale_vector_refusal
 from dqn_cli.env_spec import EnvSpec
 from dqn_cli.errors import UserError, first_line
 from dqn_cli.locate import locate
@@ -218,11 +219,15 @@ def _as_vector_info(info: dict[str, Any]) -> dict[str, Any]:
     return vector
 
 
-VectorEnv = SyncVectorEnv | OneEnvVector
+VectorEnv = SyncVectorEnv | OneEnvVector | AleVectorEnv
 
 
 def make_vector_env(config: EnvConfig, num_envs: int) -> VectorEnv:
     """``num_envs`` copies stepped in lockstep; an episode that ends is reset in the same step.
+
+    Atari games on the ``ale`` path (:func:`collection_path`) are stepped by ale-py's C++
+    vector env (dqn_cli/ale_vector.py), adapted to the same contract; all else are gymnasium
+    envs built by :func:`make_env`.
 
     Same-step auto-reset: the step that ends an episode returns the next episode's first
     observation and puts the real last one in ``info["final_obs"]``, so every env step is one
@@ -233,6 +238,8 @@ def make_vector_env(config: EnvConfig, num_envs: int) -> VectorEnv:
     stepping CartPole): copy what must outlive the next step.
     """
 
+    if collection_path(config, num_envs) == "ale":
+        return AleVectorEnv(config, num_envs)
     if num_envs == 1:
         return OneEnvVector(make_env(config))
 
@@ -241,6 +248,15 @@ def make_vector_env(config: EnvConfig, num_envs: int) -> VectorEnv:
 
     fns: list[Callable[[], gym.Env]] = [factory] * num_envs
     return SyncVectorEnv(fns, autoreset_mode=AutoresetMode.SAME_STEP, copy=False)
+
+
+def collection_path(config: EnvConfig, num_envs: int) -> Literal["gymnasium", "ale"]:
+    """What steps the training envs: ``env.vector``, where ``auto`` means ale-py's vector env
+    for several Atari envs it can build (faster there, bench/ale_vector.py; for one env both
+    paths run at the emulator's speed) and gymnasium otherwise."""
+    if config.vector != "auto":
+        return config.vector
+    return "ale" if num_envs > 1 and ale_vector_refusal(config) is None else "gymnasium"
 
 
 def true_next_obs(next_obs: np.ndarray, done: np.ndarray, info: dict) -> np.ndarray:

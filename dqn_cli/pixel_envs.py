@@ -36,9 +36,9 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from dqn_cli.config import ATARI_PREFIX
 from dqn_cli.errors import UserError
 
-ATARI_PREFIX = "ALE/"
 MINATAR_PREFIX = "MinAtar/"
 # ALE v5 caps a game at 108,000 emulator frames (30 minutes); MinAtar has no cap, and a perfect
 # Breakout paddle would never end an evaluation game, so MinAtar gets the same cap in agent

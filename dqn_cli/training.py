@@ -22,6 +22,7 @@ from dqn_cli.checkpoint import save_checkpoint
 from dqn_cli.config import TrainConfig, flatten_keys
 from dqn_cli.env_spec import EnvSpec
 from dqn_cli.envs import (
+    collection_path,
     env_seeds,
     env_spec,
     life_lost,
@@ -194,6 +195,7 @@ def train(
     )
     beta_at = linear_anneal(c.buffer.beta, 1.0, c.total_steps)  # PER only; reaches 1 at the end
     lr_at = linear_anneal(c.lr, 0.0 if c.lr_schedule == "linear" else c.lr, c.total_steps)
+    log.info("envs: %d stepped by %s", c.num_envs, collection_path(c.env, c.num_envs))
     log.info(
         "learner: %s; replay storage: %d transitions, %.1f MiB preallocated",
         learner.name,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import atari_peers, buffers, profile_step, results, update_cost
+from bench import ale_vector, atari_peers, buffers, profile_step, results, update_cost
 from bench.common import PACKAGES, cpu_model, package_version, train_config
 from bench.scenarios import SCENARIOS
 
@@ -141,6 +141,33 @@ def test_atari_peers_prints_both_tools_and_one_update(capsys: pytest.CaptureFixt
     assert "n/a, short run" in rows["dqn-train"][-1]
     update = next(cells for what, cells in rows.items() if what.startswith("one update"))
     assert float(update[1]) > 0 and float(update[2]) > 0
+
+
+def test_ale_vector_times_both_paths_and_plays_games_on_each(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    pytest.importorskip("ale_py")
+    argv = ["--num-envs", "1", "2", "--steps", "40", "--repeats", "1", "--episodes", "2"]
+    argv += ["--train-envs", "2", "--train-steps", "1000"]
+    assert ale_vector.main(argv) == 0
+    rows = [
+        [c.strip() for c in line.strip("|").split("|")]
+        for line in capsys.readouterr().out.splitlines()
+        if line.startswith("| ") and not line.startswith("| num_envs") and "path" not in line
+    ]
+    speed = {row[0]: row for row in rows if row[0] in ("1", "2")}
+    training = {row[0]: row for row in rows if row[0] in ("1.0", "0.05")}
+    for _, gym_rate, ale_rate, ratio in training.values():
+        gym, ale = (float(r.replace(",", "")) for r in (gym_rate, ale_rate))
+        assert float(ratio.rstrip("x")) == pytest.approx(ale / gym, abs=0.01)
+    assert sorted(training) == ["0.05", "1.0"]
+    for _, gym_rate, _, ale_rate, _, ratio, one_rate, one_ratio in speed.values():
+        gym, ale, one = (float(r.replace(",", "")) for r in (gym_rate, ale_rate, one_rate))
+        assert float(ratio.rstrip("x")) == pytest.approx(ale / gym, abs=0.01)
+        assert float(one_ratio.rstrip("x")) == pytest.approx(one / gym, abs=0.01)
+    games = {row[0]: row for row in rows if row[0] in ale_vector.PATHS}
+    assert sorted(games) == sorted(ale_vector.PATHS)
+    assert all(row[1] == "2" for row in games.values())
 
 
 def fake_benchmark(name: str, code: str) -> results.Benchmark:
