@@ -170,10 +170,11 @@ class EnvConfig:
         False, "ALE/*: all 18 joystick actions instead of the game's minimal set (v5 default)"
     )
     vector: EnvVector = key(
-        "auto",
-        "ALE/*: training envs stepped by gymnasium (SyncVectorEnv) | ale (ale-py's C++ vector "
-        "env: same keys, FIRE at reset 1 frame not frame_skip, other noop/sticky random "
-        "streams; no env.kwargs/wrappers) | auto (ale if num_envs > 1 and it applies)",
+        "gymnasium",
+        "ALE/*: training envs stepped by gymnasium (SyncVectorEnv; exact resume) | ale "
+        "(ale-py's C++ vector env, faster with several envs: same keys, FIRE at reset 1 frame "
+        "not frame_skip, other noop/sticky random streams; no env.kwargs/wrappers; a resume "
+        "starts new games) | auto (ale if num_envs > 1 and it applies)",
     )
 
 
