@@ -224,14 +224,33 @@ def _require_image(obs_shape: tuple[int, ...], name: str) -> None:
         )
 
 
-def _flat_size(torso: nn.Module, obs_shape: tuple[int, ...]) -> int:
-    try:
-        with torch.no_grad():
-            return int(torso(torch.zeros(1, *obs_shape)).shape[1])
-    except RuntimeError as exc:
-        raise ModelError(
-            f"model: observations of shape {list(obs_shape)} are too small for this CNN"
-        ) from exc
+def _flat_size(torso: nn.Sequential, obs_shape: tuple[int, ...]) -> int:
+    """Features the torso (convolutions, activations, Flatten) gives one observation, by the
+    convolution arithmetic. Running it instead would take a second on torch's meta device
+    (its first use imports the meta kernels), where networks are built to check checkpoints
+    and memory before every run."""
+    channels, height, width = obs_shape
+    for layer in torso:
+        if isinstance(layer, nn.Conv2d):
+            padding = layer.padding
+            assert isinstance(padding, tuple), "the built-in CNNs pad by numbers"
+            height, width = (
+                (size + 2 * pad - dilation * (kernel - 1) - 1) // stride + 1
+                for size, pad, dilation, kernel, stride in zip(
+                    (height, width),
+                    padding,
+                    layer.dilation,
+                    layer.kernel_size,
+                    layer.stride,
+                    strict=True,
+                )
+            )
+            channels = layer.out_channels
+            if height < 1 or width < 1:
+                raise ModelError(
+                    f"model: observations of shape {list(obs_shape)} are too small for this CNN"
+                )
+    return channels * height * width
 
 
 # ---------------------------------------------------------------------------------------------

@@ -160,6 +160,19 @@ def test_model_errors_are_one_line(target, head, kwargs, message):
     assert message in str(info.value) and "\n" not in str(info.value)
 
 
+@pytest.mark.parametrize(("obs_shape", "fits"), [((4, 36, 36), True), ((4, 35, 35), False)])
+def test_the_nature_cnn_needs_frames_its_convolutions_fit_in(obs_shape, fits):
+    """36x36 is the smallest input the three convolutions leave a 1x1 map of (8/4, 4/2, 3/1)."""
+    spec = EnvSpec(obs_shape, "uint8", 2)
+    if fits:
+        net = build_q_network("dqn_cli.networks.NatureCNN", "linear", {}, spec)
+        assert net(torch.zeros(1, *obs_shape, dtype=torch.uint8)).shape == (1, 2)
+        assert net.net.head[0].in_features == 64
+        return
+    with pytest.raises(ModelError, match=r"\[4, 35, 35\] are too small for this CNN"):
+        build_q_network("dqn_cli.networks.NatureCNN", "linear", {}, spec)
+
+
 def test_a_user_model_gets_shape_dtype_actions_and_its_own_keys(monkeypatch):
     monkeypatch.syspath_prepend(str(__import__("pathlib").Path(__file__).parent / "user_models"))
     spec = EnvSpec((4,), "float32", 2)
