@@ -1,8 +1,8 @@
 """TD targets, the loss, and the learners: one interface, "take a batch, update, report TD
 errors", with two implementations.
 
-- :class:`AutogradLearner` trains any ``torch.nn.Module`` with autograd and the public
-  ``torch.optim.Adam``. New methods are written against it first.
+- :class:`AutogradLearner` trains any ``torch.nn.Module`` with autograd and torch's fused Adam
+  kernel (dqn_cli/optim.py). New methods are written against it first.
 - :class:`~dqn_cli.fast_learner.ExplicitGradientLearner` computes the gradient of a plain MLP
   by hand and steps torch's fused Adam kernel directly: several times cheaper per update for
   the small MLPs of vector-observation envs on CPU. Tests hold it equal to the autograd one.
@@ -25,7 +25,7 @@ from torch import nn
 from dqn_cli.buffers.replay import Batch
 from dqn_cli.config import ConfigError
 from dqn_cli.networks import QNetwork, plain_mlp
-from dqn_cli.optim import AdamState, adam_state
+from dqn_cli.optim import Adam, AdamState, clip_grad_norm
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +136,7 @@ class Learner(Protocol):
 
 
 class AutogradLearner:
-    """The DQN update for any network: autograd, gradient clipping, ``torch.optim.Adam``."""
+    """The DQN update for any network: autograd, gradient clipping, Adam."""
 
     name = "autograd"
 
@@ -157,13 +157,12 @@ class AutogradLearner:
         if target_net is not online_net:
             target_net.requires_grad_(False)
         self.params = list(online_net.parameters())
-        # fused: one kernel for all parameters instead of a loop of small ops per tensor, on
-        # CPU and CUDA alike (public since torch 2.4; same update rule).
-        self.optimizer = torch.optim.Adam(self.params, lr=lr, eps=adam_eps, fused=True)
+        # torch's fused Adam kernel (one kernel for all parameters, CPU and CUDA) without
+        # torch.optim around it: see dqn_cli/optim.py.
+        self.optimizer = Adam(self.params, lr=lr, eps=adam_eps, own_grads=False)
 
     def set_lr(self, lr: float) -> None:
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        self.optimizer.lr = lr
 
     def _eager_loss(
         self,
@@ -200,50 +199,20 @@ class AutogradLearner:
             batch.discounts,
             batch.weights,
         )
-        self.optimizer.zero_grad(set_to_none=True)
+        for p in self.params:
+            p.grad = None  # backward then hands its fresh gradient over instead of adding
         loss.backward()
+        grads = [p.grad for p in self.params]
         if self.td.max_grad_norm is not None:
-            nn.utils.clip_grad_norm_(self.params, self.td.max_grad_norm)
-        self.optimizer.step()
+            clip_grad_norm([g for g in grads if g is not None], self.td.max_grad_norm)
+        self.optimizer.step(grads)
         return UpdateResult(q, targets, batch.weights, self.td.kind)
 
     def state_dict(self) -> AdamState:
-        group = self.optimizer.param_groups[0]
-        states = [self.optimizer.state.get(p, {}) for p in self.params]
-        step = int(states[0]["step"]) if states and "step" in states[0] else 0
-        return {
-            "lr": float(group["lr"]),
-            "betas": [float(b) for b in group["betas"]],
-            "eps": float(group["eps"]),
-            "step": step,
-            "exp_avg": [
-                s.get("exp_avg", torch.zeros_like(p)).clone()
-                for s, p in zip(states, self.params, strict=True)
-            ],
-            "exp_avg_sq": [
-                s.get("exp_avg_sq", torch.zeros_like(p)).clone()
-                for s, p in zip(states, self.params, strict=True)
-            ],
-        }
+        return self.optimizer.state_dict()
 
     def load_state_dict(self, state: Any) -> None:
-        checked = adam_state(state, self.params)
-        for group in self.optimizer.param_groups:
-            group.update(lr=checked["lr"], betas=tuple(checked["betas"]), eps=checked["eps"])
-        if checked["step"] == 0:
-            self.optimizer.state.clear()
-            return
-        for p, m, v in zip(self.params, checked["exp_avg"], checked["exp_avg_sq"], strict=True):
-            self.optimizer.state[p] = {
-                "step": torch.tensor(float(checked["step"])),
-                "exp_avg": m.to(p.device).clone(),
-                "exp_avg_sq": v.to(p.device).clone(),
-            }
-
-
-def _moment(state: dict[str, Any], name: str, param: torch.Tensor) -> torch.Tensor:
-    """A moment of torch.optim.Adam's state (zeros before its first step)."""
-    return state[name].clone() if name in state else torch.zeros_like(param)
+        self.optimizer.load_state_dict(state)
 
 
 def fast_learner_refusal(q_net: QNetwork, device: torch.device) -> str | None:

@@ -1,11 +1,12 @@
-"""Adam and gradient-norm clipping for parameters whose gradients the caller computes.
+"""Adam and gradient-norm clipping, for both learners.
 
-``torch.optim.Adam`` costs a DQN update on a small MLP twice over: its first construction
-imports TorchDynamo (about 1.5 s of start-up in every process), and each ``step()`` runs tens
-of microseconds of Python bookkeeping (hooks, profiler records, grad discovery) around one
-kernel. This class keeps only the kernel: the same fused Adam operator ``torch.optim.Adam(...,
-fused=True)`` calls, on gradient buffers preallocated next to the parameters. The math is
-Kingma & Ba's Adam with torch's defaults; tests compare it step for step with torch.optim.Adam.
+``torch.optim.Adam`` costs a DQN run twice over: its first construction imports TorchDynamo
+(1.2-1.5 s of start-up in every process), and each ``step()`` runs tens of microseconds of
+Python bookkeeping (hooks, profiler records, grad discovery) around one kernel. This class keeps
+only the kernel: the same fused Adam operator ``torch.optim.Adam(..., fused=True)`` calls, on
+gradient buffers preallocated next to the parameters (the explicit-gradient learner writes
+them) or on the ``.grad`` tensors autograd leaves (the autograd learner). The math is Kingma &
+Ba's Adam with torch's defaults; tests compare it step for step with torch.optim.Adam.
 """
 
 from __future__ import annotations
@@ -59,7 +60,8 @@ def adam_state(state: Any, params: Sequence[torch.Tensor]) -> AdamState:
 
 class Adam:
     """Adam over a fixed list of tensors. Write gradients into ``grads`` (same order and shapes
-    as ``params``), then call :meth:`step`. ``lr`` may be changed between steps (schedules)."""
+    as ``params``), then call :meth:`step`; or, with ``own_grads=False``, pass the gradients
+    autograd left in ``.grad`` to ``step``. ``lr`` may be changed between steps (schedules)."""
 
     def __init__(
         self,
@@ -67,12 +69,13 @@ class Adam:
         lr: float,
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
+        own_grads: bool = True,
     ) -> None:
         self.params = list(params)
         self.lr = lr
         self.betas = betas
         self.eps = eps
-        self.grads = [torch.zeros_like(p) for p in self.params]
+        self.grads = [torch.zeros_like(p) for p in self.params] if own_grads else []
         self.exp_avg = [torch.zeros_like(p) for p in self.params]
         self.exp_avg_sq = [torch.zeros_like(p) for p in self.params]
         # The fused kernel reads one step count per parameter; all parameters share one tensor
@@ -84,16 +87,27 @@ class Adam:
     def step_count(self) -> int:
         return int(self._step.item())
 
-    def step(self) -> None:
+    def step(self, grads: Sequence[torch.Tensor | None] | None = None) -> None:
+        """One Adam step with ``grads`` (default: this optimizer's own buffers). A parameter
+        whose gradient is None (unused by the loss) is left alone, as torch.optim does; the
+        step count is shared, so its bias correction later counts this step too."""
+        params, exp_avg, exp_avg_sq = self.params, self.exp_avg, self.exp_avg_sq
+        given = self.grads if grads is None else list(grads)
+        if any(g is None for g in given):
+            used = [i for i, g in enumerate(given) if g is not None]
+            params, exp_avg, exp_avg_sq = (
+                [tensors[i] for i in used] for tensors in (params, exp_avg, exp_avg_sq)
+            )
+            given = [given[i] for i in used]
         self._step.add_(1.0)
         beta1, beta2 = self.betas
         torch._fused_adam_(
-            self.params,
-            self.grads,
-            self.exp_avg,
-            self.exp_avg_sq,
+            params,
+            given,  # type: ignore[arg-type]  # the Nones are gone
+            exp_avg,
+            exp_avg_sq,
             [],  # no AMSGrad maxima
-            [self._step] * len(self.params),
+            [self._step] * len(params),
             lr=self.lr,
             beta1=beta1,
             beta2=beta2,
