@@ -54,7 +54,7 @@ def test_uint8_observations_are_scaled_once_for_every_model():
         ("dqn_cli.networks.MinAtarCNN", (4, 10, 10), torch.contiguous_format),
     ],
 )
-def test_frames_are_encoded_in_one_pass_into_the_layout_each_cnn_reads(target, obs_shape, layout):
+def test_frames_are_encoded_into_the_layout_each_cnn_reads(target, obs_shape, layout):
     spec = EnvSpec(obs_shape, "uint8", 3)
     net = build_q_network(target, "linear", {}, spec)
     frames = torch.randint(
