@@ -89,6 +89,21 @@ def test_prioritized_sampling_is_stratified():
     assert weights == pytest.approx(np.ones(8))
 
 
+def test_pending_adds_and_evictions_reach_the_tree_in_arrival_order():
+    sampler = PrioritizedSampler(8, alpha=1.0, eps=0.0)
+    sampler.on_add(slice(0, 8))
+    sampler.update_priorities(np.arange(8), torch.full((8,), 3.0))  # max priority now 3
+    # One step at a time (merged into one range), an eviction of slots they wrote, then adds
+    # over part of it again: each slot ends as its last event left it.
+    for start in range(0, 6):
+        sampler.on_add(slice(start, start + 1))
+    sampler.on_evict(np.array([1, 2, 4]))
+    sampler.on_add(slice(4, 5))
+    sampler.on_add(slice(5, 6))
+    assert sampler.priorities(np.arange(8)).tolist() == [3.0, 0.0, 0.0, 3.0, 3.0, 3.0, 3.0, 3.0]
+    assert sampler.tree.total == pytest.approx(18.0)
+
+
 def test_priority_is_abs_td_error_plus_eps_to_the_alpha():
     sampler = PrioritizedSampler(4, alpha=0.5, eps=0.01)
     sampler.on_add(np.arange(4))

@@ -110,14 +110,20 @@ class PrioritizedSampler:
         self.eps = eps
         self.max_priority = 1.0  # stored as p^alpha, the value kept in the tree
         # (slots, evicted) in arrival order: new ones get the max priority, evicted ones 0.
-        self.pending: list[tuple[np.ndarray, bool]] = []
+        self.pending: list[tuple[slice | np.ndarray, bool]] = []
 
     def on_add(self, slots: slice | np.ndarray) -> None:
         # New transitions wait here and enter the tree in one vectorized write at the next
         # sample or update: one tree walk per training round instead of one per env step.
-        self.pending.append(
-            (np.arange(slots.start, slots.stop) if isinstance(slots, slice) else slots, False)
-        )
+        pending = self.pending
+        if isinstance(slots, slice) and pending:
+            last, evicted = pending[-1]
+            # Adds follow each other in ring order: one range per round, not an array per
+            # env step (building those cost more than the tree write at 1M slots).
+            if not evicted and isinstance(last, slice) and last.stop == slots.start:
+                pending[-1] = (slice(last.start, slots.stop), False)
+                return
+        pending.append((slots, False))
 
     def on_evict(self, slots: np.ndarray) -> None:
         self.pending.append((slots, True))
@@ -129,12 +135,13 @@ class PrioritizedSampler:
 
     def _flush(self) -> None:
         if self.pending:
-            slots = np.concatenate([s for s, _ in self.pending])
+            parts = [
+                (np.arange(s.start, s.stop) if isinstance(s, slice) else s, evicted)
+                for s, evicted in self.pending
+            ]
+            slots = np.concatenate([s for s, _ in parts])
             priorities = np.concatenate(
-                [
-                    np.full(len(s), 0.0 if evicted else self.max_priority)
-                    for s, evicted in self.pending
-                ]
+                [np.full(len(s), 0.0 if evicted else self.max_priority) for s, evicted in parts]
             )
             self.pending.clear()
             self.tree.set(slots, priorities)  # in order: the last write to a slot wins
