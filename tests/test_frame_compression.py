@@ -2,6 +2,7 @@
 very batches the plain store gives; its checkpoints hold the compressed bytes, are checked on
 load, and resume exactly."""
 
+import json
 import re
 import sys
 from functools import cache
@@ -13,8 +14,10 @@ import torch
 
 from dqn_cli.buffers import FrameStackStorage, ReplayBuffer, storage_nbytes
 from dqn_cli.buffers.replay import make_sampler
+from dqn_cli.checkpoint import load_checkpoint
 from dqn_cli.config import ConfigError, parse_train_config
 from dqn_cli.run_planning import check_new_run
+from tests.helpers import run_installed, run_main
 from tests.test_frame_store import (
     CPU,
     FRAME,
@@ -90,13 +93,13 @@ def test_lz4_store_gives_the_plain_store_batches(kind, num_envs, n_step):
 def counting_decompress(storage: FrameStackStorage) -> list[int]:
     """Patch the lz4 ring's decompress to record the size of each call; return the record."""
     calls: list[int] = []
-    lz4 = storage.ring._lz4  # type: ignore[attr-defined]
+    lz4 = storage.ring._lz4
 
     def decompress(block, uncompressed_size):
         calls.append(uncompressed_size)
         return lz4.decompress(block, uncompressed_size=uncompressed_size)
 
-    storage.ring._lz4 = SimpleNamespace(compress=lz4.compress, decompress=decompress)  # type: ignore[attr-defined]
+    storage.ring._lz4 = SimpleNamespace(compress=lz4.compress, decompress=decompress)
     return calls
 
 
@@ -247,3 +250,32 @@ def test_lz4_without_the_extra_is_refused_before_anything(monkeypatch):
         "pip install 'dqn-cli[atari]' (or make install)"
     )
     check_new_run({**raw, "env": {"id": "CartPole-v1"}})  # no stacked frames: not needed
+
+
+def test_an_atari_run_with_lz4_frames_resumes_and_evaluates_through_the_cli(tmp_path, capfd):
+    from tests.test_pixel_resume import ATARI_RUN_ARGS
+
+    run_dir = tmp_path / "run"
+    args = [*ATARI_RUN_ARGS, "buffer.frame_compression=lz4", f"hydra.run.dir={run_dir}"]
+    done = run_installed("dqn-train", *args, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    log = (run_dir / "train.log").read_text()
+    assert "MiB preallocated, plus the lz4-compressed frames as they come" in log
+    storage = load_checkpoint(run_dir / "checkpoints/last.pt")["replay"]["storage"]
+    assert storage["frame_compression"] == "lz4" and "frames" not in storage
+    code, _, err = run_main(f"resume={run_dir}", "total_steps=400", capfd=capfd)
+    assert code == 0, err
+    assert "resumed at env step 300" in (run_dir / "train.log").read_text()
+    evaluated = run_installed(
+        "dqn-eval",
+        str(run_dir),
+        "--last",
+        "--episodes",
+        "1",
+        "--epsilon",
+        "1",
+        "--json",
+        cwd=tmp_path,
+    )
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert json.loads(evaluated.stdout.splitlines()[-1])["episodes"] == 1
