@@ -133,6 +133,12 @@ BENCHMARKS: tuple[Benchmark, ...] = (
         ("-m", "bench.replay_memory", "--quick"),
     ),
     Benchmark(
+        "bench.replay_memory --compression lz4",
+        "the same with buffer.frame_compression=lz4, filled with recorded Atari frames",
+        ("-m", "bench.replay_memory", "--capacity", "1000000", "--compression", "lz4"),
+        ("-m", "bench.replay_memory", "--quick", "--compression", "lz4"),
+    ),
+    Benchmark(
         "bench.gpu",
         "the CUDA path: pixel-model updates, compile=true, GPU vs CPU learner (skips on CPU)",
         ("-m", "bench.gpu"),
