@@ -127,6 +127,7 @@ class Lz4Frames:
         self._block_bytes = 0  # sum of the blocks' lengths
         self._written = 0  # slots that hold a block
         self._recent = np.zeros((window, self.frame_nbytes), dtype=np.uint8)  # serial s: s % window
+        self._scratch = np.empty(0, dtype=np.uint8)  # the distinct frames of the last read
 
     @staticmethod
     def preallocated_nbytes(
@@ -155,12 +156,18 @@ class Lz4Frames:
 
     def read(self, slots: np.ndarray) -> np.ndarray:
         distinct, inverse = np.unique(slots.ravel(), return_inverse=True)
-        frames = np.empty((len(distinct), self.frame_nbytes), dtype=np.uint8)
-        decompress, blocks, size = self._lz4.decompress, self._blocks, self.frame_nbytes
-        for row, slot in zip(frames, distinct.tolist(), strict=True):
-            row[:] = np.frombuffer(decompress(blocks[slot], uncompressed_size=size), np.uint8)
-        frames = frames.view(self.dtype).reshape(len(distinct), *self.frame_shape)
-        return frames[inverse.reshape(slots.shape)]
+        size = self.frame_nbytes
+        if len(self._scratch) < len(distinct) * size:
+            self._scratch = np.empty(len(distinct) * size, dtype=np.uint8)
+        # Into a buffer kept from batch to batch, through a memoryview: a fresh array's pages
+        # and numpy's per-row assignment cost more than the decompression itself.
+        scratch, decompress, blocks = memoryview(self._scratch), self._lz4.decompress, self._blocks
+        for start, slot in zip(
+            range(0, len(distinct) * size, size), distinct.tolist(), strict=True
+        ):
+            scratch[start : start + size] = decompress(blocks[slot], uncompressed_size=size)
+        frames = self._scratch[: len(distinct) * size].view(self.dtype)
+        return frames.reshape(len(distinct), *self.frame_shape)[inverse.reshape(slots.shape)]
 
     def state_dict(self, stored: int) -> dict[str, Any]:
         """The blocks of the first ``stored`` slots end to end, and where each starts (a copy:
