@@ -117,8 +117,9 @@ class BufferConfig:
     )
     frame_compression: FrameCompression = key(
         "none",
-        "replay of stacked frames (env.frame_stack > 1, ALE/*): none | lz4; lz4 keeps each "
-        "frame compressed (Atari 5-28x less replay memory, ~0.3 ms more per batch of 32)",
+        "acts on stacked frames only (env.frame_stack > 1, ALE/*): lz4 keeps each frame "
+        "compressed, 4.6-28x smaller by game (1M transitions: 0.4-1.6 GB, not 7.1 GB), for "
+        "~0.3 ms more per batch of 32 on CPU",
     )
 
 
