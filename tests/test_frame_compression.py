@@ -279,3 +279,19 @@ def test_an_atari_run_with_lz4_frames_resumes_and_evaluates_through_the_cli(tmp_
     )
     assert evaluated.returncode == 0, evaluated.stderr
     assert json.loads(evaluated.stdout.splitlines()[-1])["episodes"] == 1
+
+
+def test_memory_benchmark_fills_an_lz4_replay_with_recorded_atari_frames(tmp_path):
+    pytest.importorskip("ale_py", reason="the atari extra (make install) is not installed")
+    from bench.replay_memory import child_fill, record_atari_frames
+
+    frames = record_atari_frames(["Breakout"], 300)
+    assert frames.shape == (300, *BIG_FRAME) and len(np.unique(frames, axis=0)) > 50
+    path = tmp_path / "frames.npy"
+    np.save(path, frames)
+    result = child_fill("frames", 1500, 2, True, "lz4", str(path))
+    assert result["size"] == 1500
+    # Real frames compress: the written frames and the file are a fraction of raw frames.
+    raw = result["frames"] * FRAME_NBYTES
+    assert result["nbytes"] - result["preallocated"] < 0.2 * raw
+    assert result["file_bytes"] < 0.2 * raw
