@@ -161,7 +161,7 @@ class Lz4Frames:
             self._scratch = np.empty(len(distinct) * size, dtype=np.uint8)
         # Into a buffer kept from batch to batch, through a memoryview: a fresh array's pages
         # and numpy's per-row assignment cost more than the decompression itself.
-        scratch, decompress, blocks = memoryview(self._scratch), self._lz4.decompress, self._blocks
+        scratch, decompress, blocks = self._scratch.data, self._lz4.decompress, self._blocks
         for start, slot in zip(
             range(0, len(distinct) * size, size), distinct.tolist(), strict=True
         ):
