@@ -1,7 +1,7 @@
 """Memory of an Atari-sized replay: each frame stored once vs the naive (obs, next_obs) store.
 
     .venv/bin/python -m bench.replay_memory [--capacity 1000000] [--quick] [--envs 1]
-        [--compression lz4 [--games Pong,Breakout,Seaquest,SpaceInvaders]]
+        [--compression none lz4 [--games Pong,Breakout,Seaquest,SpaceInvaders]]
 
 Each measurement runs in a fresh subprocess, so one's pages never count in another's RSS:
 
@@ -16,7 +16,8 @@ Each measurement runs in a fresh subprocess, so one's pages never count in anoth
 - speed: microseconds per add of one transition and per sample of 32, frame store at
   ``--speed-capacity`` and naive store at ``--naive-capacity`` in one process.
 
-``--compression lz4`` measures the lz4 frame store (buffer.frame_compression=lz4) instead.
+``--compression lz4`` measures the lz4 frame store (buffer.frame_compression=lz4) instead, and
+``--compression none lz4`` both, one after the other.
 Random frames do not compress, so it first records real frames (``--frames-per-game`` from each
 of ``--games``, random play through dqn-cli's Atari env) and fills with those, in a cycle
 longer than the dedup window so that every pass stores them again, as new play would: the fill
@@ -289,24 +290,31 @@ def lz4_bytes_per_frame(frames: np.ndarray) -> float:
     return float(np.mean([len(lz4.block.compress(f, store_size=False)) for f in frames]))
 
 
-def main_compressed(args: argparse.Namespace, capacity: int) -> None:
-    """The frame store with ``args.compression``, filled with recorded Atari frames."""
+def main_compressed(args: argparse.Namespace, capacity: int, compression: str) -> None:
+    """The frame store with ``compression``, filled with recorded Atari frames."""
+    from dqn_cli.buffers.frame_store import DEFAULT_WINDOW
+
     games = args.games.split(",")
     frames = record_atari_frames(games, args.frames_per_game)
+    if len(frames) <= DEFAULT_WINDOW:
+        print(
+            f"# warning: the cycle of {len(frames)} frames fits in the dedup window "
+            f"({DEFAULT_WINDOW}): each is stored once, not once per pass as in real play"
+        )
     with tempfile.TemporaryDirectory(dir="/tmp") as directory:
         path = os.path.join(directory, "frames.npy")
         np.save(path, frames)
         filled = run_child(
-            "fill", "frames", str(capacity), str(args.envs), "save", args.compression, path
+            "fill", "frames", str(capacity), str(args.envs), "save", compression, path
         )
-        speed = run_child("speed", str(args.speed_capacity), "0", args.compression, path)
+        speed = run_child("speed", str(args.speed_capacity), "0", compression, path)
 
     floor = capacity * FRAME_BYTES
     stored = filled["frames"]  # the fill wraps no frame: the frame ring holds more
     grown = filled["nbytes"] - filled["preallocated"]
     rows: list[list[object]] = [
         [
-            f"{args.compression} frame store: peak RSS",
+            f"{compression} frame store: peak RSS",
             gb(filled["peak_rss"]),
             f"{filled['peak_rss'] / floor:.3f}",
         ],
@@ -332,7 +340,7 @@ def main_compressed(args: argparse.Namespace, capacity: int) -> None:
     )
     print_table(["what", "bytes", "/ floor"], rows)
     print(
-        f"# {args.compression}: {grown / stored:,.0f} bytes per stored frame with its header "
+        f"# {compression}: {grown / stored:,.0f} bytes per stored frame with its header "
         f"({FRAME_BYTES / (grown / stored):.1f}x less than {FRAME_BYTES}); per game, lz4 block "
         "bytes per frame and the ratio: "
         + "; ".join(
@@ -344,8 +352,8 @@ def main_compressed(args: argparse.Namespace, capacity: int) -> None:
         )
     )
     report_fill(filled, capacity)
-    report_speed(speed, args.compression, "frames", args)
-    print(verdict(filled["peak_rss"], f"the {args.compression} frame store at {capacity:,}"))
+    report_speed(speed, compression, "frames", args)
+    print(verdict(filled["peak_rss"], f"the {compression} frame store at {capacity:,}"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -356,7 +364,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--naive-capacity", type=int, default=20_000, help="naive store size")
     parser.add_argument("--speed-capacity", type=int, default=100_000, help="frame store size")
     parser.add_argument(
-        "--compression", choices=("none", "lz4"), default="none", help="frame store compression"
+        "--compression",
+        nargs="+",
+        choices=("none", "lz4"),
+        default=["none"],
+        help="frame store compressions to measure, in turn",
     )
     parser.add_argument(
         "--games", default="Pong,Breakout,Seaquest,SpaceInvaders", help="recorded (lz4 only)"
@@ -375,16 +387,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     capacity = 100_000 if args.quick else args.capacity
-    print(
-        machine_header(
-            f"bench.replay_memory: a (4, 84, 84) uint8 replay filled to capacity, "
-            f"frame_compression={args.compression}"
-        )
-    )
-    if args.compression == "none":
-        main_plain(args, capacity)
-    else:
-        main_compressed(args, capacity)
+    print(machine_header("bench.replay_memory: a (4, 84, 84) uint8 replay filled to capacity"))
+    for compression in args.compression:
+        print(f"# frame_compression={compression}")
+        if compression == "none":
+            main_plain(args, capacity)
+        else:
+            main_compressed(args, capacity, compression)
     return 0
 
 
