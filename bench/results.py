@@ -128,9 +128,10 @@ BENCHMARKS: tuple[Benchmark, ...] = (
     ),
     Benchmark(
         "bench.replay_memory",
-        "frame-stack replay for Atari: resident memory filled, checkpoint write, add/sample cost",
-        ("-m", "bench.replay_memory", "--capacity", "1000000"),
-        ("-m", "bench.replay_memory", "--quick"),
+        "frame-stack replay for Atari, plain and lz4-compressed frames: resident memory filled, "
+        "checkpoint write, add/sample cost",
+        ("-m", "bench.replay_memory", "--capacity", "1000000", "--compression", "none", "lz4"),
+        ("-m", "bench.replay_memory", "--quick", "--compression", "none", "lz4"),
     ),
     Benchmark(
         "bench.gpu",

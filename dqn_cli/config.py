@@ -77,6 +77,7 @@ def section(cls: type, help: str) -> Any:
 
 AlgoName = Literal["dqn", "ddqn"]
 BufferKind = Literal["uniform", "per", "none"]
+FrameCompression = Literal["none", "lz4"]
 TargetKind = Literal["hard", "soft", "none"]
 Device = Literal["auto", "cpu", "cuda"]
 LossName = Literal["huber", "mse"]
@@ -113,6 +114,12 @@ class BufferConfig:
     eps: float = key(1e-6, "per: added to |TD error| so no transition has zero priority", POSITIVE)
     n_step: int = key(
         1, "rewards summed per transition (n-step returns); bootstraps with gamma^n", POSITIVE
+    )
+    frame_compression: FrameCompression = key(
+        "none",
+        "acts on stacked frames only (env.frame_stack > 1, ALE/*): lz4 keeps each frame "
+        "compressed, 4.6-28x smaller by game (1M transitions: 0.4-1.6 GB, not 7.1 GB), for "
+        "~0.3 ms more per batch of 32 on CPU",
     )
 
 

@@ -11,6 +11,7 @@ error returns at once.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import math
 import os
@@ -50,6 +51,7 @@ def check_new_run(raw: dict[str, Any]) -> TrainConfig:
     from dqn_cli.loggers import require_tracker
 
     require_tracker(config.logger.kind)
+    require_frame_compression(config)
     # gymnasium loads only once the config itself is known to be good, torch once the env is.
     spec = actual_env_spec(config.env)
     from dqn_cli.learner import choose_learner
@@ -62,6 +64,26 @@ def check_new_run(raw: dict[str, Any]) -> TrainConfig:
     q_net = build_q_network(model._target_, model.head, model.args, spec)
     choose_learner(config.learner, q_net, device, config.compile)
     return config
+
+
+def require_frame_compression(config: TrainConfig) -> None:
+    """Fail in one line, before any run dir, when the replay is to compress its frames and
+    the compressor (the atari extra's lz4) is not installed."""
+    from dqn_cli.envs import replay_frame_stack
+
+    if config.buffer.frame_compression != "lz4" or replay_frame_stack(config.env) == 1:
+        return
+    try:
+        found = importlib.util.find_spec("lz4") is not None
+    except ValueError:  # a module set to None in sys.modules, as when it is blocked
+        found = False
+    if not found:
+        from dqn_cli.pixel_envs import MissingExtraError
+
+        raise MissingExtraError(
+            "buffer.frame_compression: lz4 needs the atari extra: "
+            "pip install 'dqn-cli[atari]' (or make install)"
+        )
 
 
 def actual_env_spec(env: EnvConfig) -> EnvSpec:
@@ -86,7 +108,9 @@ NETWORK_COPIES = 5
 
 def required_replay_bytes(config: TrainConfig, spec: EnvSpec) -> int:
     """Bytes the replay buffer preallocates, computed by the storage it will be (each frame
-    once for stacked Atari frames, whole observations otherwise) without allocating."""
+    once for stacked Atari frames, whole observations otherwise) without allocating. With
+    buffer.frame_compression the frames are not preallocated and not counted: what they take
+    depends on how well the game's frames compress (the log's replay/bytes shows it)."""
     from dqn_cli.buffers.replay import storage_nbytes
     from dqn_cli.envs import replay_frame_stack
 
@@ -95,6 +119,7 @@ def required_replay_bytes(config: TrainConfig, spec: EnvSpec) -> int:
         spec.obs_shape,
         np.dtype(spec.obs_dtype),
         replay_frame_stack(config.env),
+        config.buffer.frame_compression,
     )
 
 
@@ -261,6 +286,7 @@ def plan_resume(run_dir: Path, total_steps: int | None = None) -> ResumePlan:
     from dqn_cli.loggers import require_tracker
 
     require_tracker(config.logger.kind)
+    require_frame_compression(config)
     rehearse_resume(checkpoint, payload, config)
     return ResumePlan(run_dir, checkpoint, payload, config)
 

@@ -147,6 +147,7 @@ def build_agent(
         c.buffer.alpha,
         c.buffer.eps,
         frame_stack=replay_frame_stack(c.env),
+        frame_compression=c.buffer.frame_compression,
     )
     n_step = (
         NStepAccumulator(
@@ -196,11 +197,17 @@ def train(
     beta_at = linear_anneal(c.buffer.beta, 1.0, c.total_steps)  # PER only; reaches 1 at the end
     lr_at = linear_anneal(c.lr, 0.0 if c.lr_schedule == "linear" else c.lr, c.total_steps)
     log.info("envs: %d stepped by %s", c.num_envs, collection_path(c.env, c.num_envs))
+    # Compressed frames are not preallocated: they take what they compress to, as they come.
+    compressed_frames = replay_frame_stack(c.env) > 1 and c.buffer.frame_compression != "none"
     log.info(
-        "learner: %s; replay storage: %d transitions, %.1f MiB preallocated",
+        "learner: %s; replay storage: %d transitions, %.1f MiB preallocated%s",
         learner.name,
         buffer.storage.capacity,
         buffer.storage.nbytes / 2**20,
+        f", plus the {c.buffer.frame_compression}-compressed frames as they come "
+        "(replay/bytes logs the total)"
+        if compressed_frames
+        else "",
     )
 
     n = c.num_envs
@@ -304,6 +311,8 @@ def train(
                 logger.scalar("replay/beta", beta_at(step), step)
                 weight_mean = update.importance_weight_mean.item()
                 logger.scalar("replay/importance_weight_mean", weight_mean, step)
+        if compressed_frames:
+            logger.scalar("replay/bytes", buffer.storage.nbytes, step)
         logger.flush()
         if reporter is not None:
             recent = state.recent_returns

@@ -18,6 +18,7 @@ from dqn_cli.buffers import (
     make_storage,
     storage_nbytes,
 )
+from dqn_cli.buffers.frame_rings import PlainFrames
 from dqn_cli.buffers.nstep import NStepAccumulator
 from dqn_cli.buffers.storage import LiveSlots
 
@@ -278,7 +279,8 @@ def test_state_dict_shares_memory_and_saves_only_the_written_frames():
     storage = filled_frame_storage()
     state = storage.state_dict()
     frames = state["frames"]
-    assert frames.data_ptr() == storage.frames.ctypes.data  # a view, not a copy
+    assert isinstance(storage.ring, PlainFrames)
+    assert frames.data_ptr() == storage.ring.frames.ctypes.data  # a view, not a copy
     assert frames.untyped_storage().nbytes() == storage.frame_count * 12
     file = io.BytesIO()
     torch.save(state, file)

@@ -19,6 +19,7 @@ from dqn_cli.training import train
 from tests.helpers import TINY, merge, run_installed, run_main, snapshot
 from tests.test_nothing_lost import assert_one_line_error
 from tests.test_resume import StopAt, assert_same_weights, curves
+from tests.test_training import scalars
 
 pytest.importorskip("ale_py", reason="the atari extra (make install) is not installed")
 pytest.importorskip("cv2", reason="the atari extra (make install) is not installed")
@@ -94,12 +95,23 @@ def test_a_snapshot_restored_into_a_fresh_env_plays_the_same_game(env_id, num_en
 
 # -- a run stopped mid-game and resumed is the run never stopped --------------------------------
 
+ATARI_ENV = {"id": BREAKOUT, "episodic_life": True, "clip_rewards": True}
 PIXEL_RUNS = {
     # Breakout: FIRE at reset, lost lives end learning episodes; eval.epsilon=1.0 plays random
     # games (an untrained greedy policy may never FIRE, and a game would last 27,000 steps).
     # The tiny MLP stands in for a CNN: what is tested is the env, replay and RNG state.
-    "atari": ({"id": BREAKOUT, "episodic_life": True, "clip_rewards": True}, 450, 220),
-    "minatar": ({"id": MINATAR}, 600, 250),
+    "atari": ({"env": ATARI_ENV}, 450, 220),
+    # lz4-compressed frames, written by 2 envs as 3-step transitions, drawn by priority.
+    "atari-lz4": (
+        {
+            "env": ATARI_ENV,
+            "num_envs": 2,
+            "buffer": {"kind": "per", "n_step": 3, "frame_compression": "lz4"},
+        },
+        450,
+        220,
+    ),
+    "minatar": ({"env": {"id": MINATAR}}, 600, 250),
 }
 
 
@@ -116,12 +128,11 @@ def assert_same_state(a, b, where="replay"):
 
 @pytest.mark.parametrize("family", sorted(PIXEL_RUNS))
 def test_a_pixel_run_stopped_mid_game_resumes_bitwise(tmp_path, family):
-    env, total_steps, stop_at = PIXEL_RUNS[family]
-    needs_extra(env["id"])
+    run, total_steps, stop_at = PIXEL_RUNS[family]
+    needs_extra(run["env"]["id"])
     settings = merge(
         TINY,
         {
-            "env": env,
             "total_steps": total_steps,
             "learning_starts": 200,
             "train_every": 4,
@@ -133,7 +144,7 @@ def test_a_pixel_run_stopped_mid_game_resumes_bitwise(tmp_path, family):
             "log": {"every": 100},
         },
     )
-    config = parse_train_config(settings)
+    config = parse_train_config(merge(settings, run))
     full = train(config, tmp_path / "full")
     stopped = train(config, tmp_path / "cut", stop_requested=StopAt(stop_at))
     assert stopped.interrupted
@@ -144,8 +155,14 @@ def test_a_pixel_run_stopped_mid_game_resumes_bitwise(tmp_path, family):
     full_last = tmp_path / "full/checkpoints/last.pt"
     cut_last = tmp_path / "cut/checkpoints/last.pt"
     assert_same_weights(full_last, cut_last)
+    saved_storage = load_checkpoint(full_last)["replay"]["storage"]
     if family == "atari":  # replay keeps each frame once
-        assert "frames" in load_checkpoint(full_last)["replay"]["storage"]
+        assert "frames" in saved_storage
+    if family == "atari-lz4":  # ... as lz4 blocks
+        assert saved_storage["frame_compression"] == "lz4" and "frames" not in saved_storage
+        replay_bytes = scalars(tmp_path / "full", "replay/bytes")
+        assert replay_bytes == scalars(tmp_path / "cut", "replay/bytes")
+        assert replay_bytes[0][1] < replay_bytes[-1][1]  # the frames grow as they come
     assert_same_state(load_checkpoint(full_last)["replay"], load_checkpoint(cut_last)["replay"])
     full_curves = curves(tmp_path / "full")
     assert full_curves == curves(tmp_path / "cut")

@@ -22,20 +22,26 @@ live transition never references an overwritten frame. The frame ring has ``wind
 plus one write's worth plus 0.5% of slack over ``capacity``; an episode of L steps costs
 about L + 1 frames, so with episodes shorter than ~200 steps the oldest transitions are evicted
 before ``capacity`` is reached (``size`` says how many are live).
+
+Where the frames' bytes live is the frame ring's business (frame_rings.py): one plain array,
+or lz4 blocks (``frame_compression="lz4"``). Everything above is the same for both.
 """
 
 from __future__ import annotations
 
 import bisect
+import math
 from typing import Any
 
 import numpy as np
 
+from dqn_cli.buffers.frame_rings import FrameRing, frame_ring_class
 from dqn_cli.buffers.storage import (
     SCALAR_DTYPES,
     Gathered,
     Layout,
     allocate,
+    layout_nbytes,
     newest_slots,
     read_scalars,
     ring_slots,
@@ -72,9 +78,10 @@ class FrameStackStorage:
     """Ring of transitions whose stacked observations reference one shared ring of frames.
 
     Same interface as ``TransitionStorage``; observations have shape (frame_stack, *frame).
+    ``frame_compression`` picks the frame ring: ``none`` (a plain array) or ``lz4``.
     """
 
-    frames: np.ndarray  # (frame_capacity, *frame_shape): frame serial s lives in slot s % F
+    ring: FrameRing  # frame_capacity frames: frame serial s lives in slot s % frame_capacity
     obs_refs: np.ndarray  # (capacity, frame_stack) int32: frame slots of each obs stack
     next_obs_refs: np.ndarray  # (capacity, frame_stack) int32: ... and of each next_obs stack
     written_at: np.ndarray  # (capacity,) int64: frame_count when the transition was written
@@ -89,6 +96,7 @@ class FrameStackStorage:
         obs_shape: tuple[int, ...],
         obs_dtype: np.dtype[Any],
         window: int = DEFAULT_WINDOW,
+        frame_compression: str = "none",
     ) -> None:
         if capacity <= 0:
             raise ValueError(f"capacity must be > 0, got {capacity}")
@@ -105,11 +113,13 @@ class FrameStackStorage:
         if self.frame_capacity >= 2**31:
             raise ValueError(f"capacity {capacity} is too large for int32 frame references")
         self._rows_per_write = _rows_per_write(capacity, self.frame_stack, window)
-        self._layout = self.layout(capacity, self.obs_shape, np.dtype(obs_dtype), window)
+        self.obs_dtype = np.dtype(obs_dtype)
+        self._layout = self.layout(capacity, self.frame_stack)
         allocate(self, self._layout)
-        # Frames as rows of bytes: hashing and equality are on exact bytes, whatever the dtype.
-        self._frame_bytes = self.frames.reshape(self.frame_capacity, -1).view(np.uint8)
-        frame_nbytes = self._frame_bytes.shape[1]
+        ring_class = frame_ring_class(frame_compression)
+        self.ring = ring_class(self.frame_capacity, self.frame_shape, self.obs_dtype, window)
+        # Hashing and equality are on exact bytes, whatever the dtype.
+        frame_nbytes = math.prod(self.frame_shape) * self.obs_dtype.itemsize
         word_size = next(w for w in (8, 4, 2, 1) if frame_nbytes % w == 0)
         self._word = np.dtype(f"<u{word_size}")
         rng = np.random.default_rng(_HASH_SEED)
@@ -122,25 +132,38 @@ class FrameStackStorage:
         self._evicted: list[np.ndarray] = []
 
     @staticmethod
-    def layout(
-        capacity: int,
-        obs_shape: tuple[int, ...],
-        obs_dtype: np.dtype[Any],
-        window: int = DEFAULT_WINDOW,
-    ) -> Layout:
-        stack, frame = obs_shape[0], tuple(obs_shape[1:])
-        refs = ((capacity, stack), _REFS)
+    def layout(capacity: int, frame_stack: int) -> Layout:
+        """The per-transition arrays (the frames are the frame ring's)."""
+        refs = ((capacity, frame_stack), _REFS)
         return {
-            "frames": ((frame_ring_size(capacity, stack, window), *frame), np.dtype(obs_dtype)),
             "obs_refs": refs,
             "next_obs_refs": refs,
             "written_at": ((capacity,), np.dtype(np.int64)),
             **{name: ((capacity,), dtype) for name, dtype in SCALAR_DTYPES.items()},
         }
 
+    @classmethod
+    def preallocated_nbytes(
+        cls,
+        capacity: int,
+        obs_shape: tuple[int, ...],
+        obs_dtype: np.dtype[Any],
+        window: int = DEFAULT_WINDOW,
+        frame_compression: str = "none",
+    ) -> int:
+        """Bytes a new storage allocates, computed without allocating: every frame with
+        ``none``; with ``lz4`` only the index arrays and the uncompressed window (the
+        compressed frames come on top, as many bytes as they compress to)."""
+        stack, frame = int(obs_shape[0]), tuple(int(d) for d in obs_shape[1:])
+        frames = frame_ring_class(frame_compression).preallocated_nbytes(
+            frame_ring_size(capacity, stack, window), frame, np.dtype(obs_dtype), window
+        )
+        return layout_nbytes(cls.layout(capacity, stack)) + frames
+
     @property
     def nbytes(self) -> int:
-        return sum(getattr(self, name).nbytes for name in self._layout)
+        """Bytes held now: the arrays, and the frames as the frame ring keeps them."""
+        return sum(getattr(self, name).nbytes for name in self._layout) + self.ring.nbytes
 
     @property
     def oldest(self) -> int:
@@ -164,9 +187,8 @@ class FrameStackStorage:
                 f"obs and next_obs must have shape {shape}, got {np.shape(obs)} and "
                 f"{np.shape(next_obs)}"
             )
-        dtype = self.frames.dtype
-        obs = np.asarray(obs).astype(dtype, copy=False)
-        next_obs = np.asarray(next_obs).astype(dtype, copy=False)
+        obs = np.asarray(obs).astype(self.obs_dtype, copy=False)
+        next_obs = np.asarray(next_obs).astype(self.obs_dtype, copy=False)
         discounts = np.broadcast_to(discounts, (n,))
         written = [
             self._add_rows(
@@ -221,7 +243,7 @@ class FrameStackStorage:
         entry_hashes = hashes[entries]
         serials = np.array([self._recent.get(h, -1) for h in entry_hashes.tolist()], np.int64)
         candidates = np.flatnonzero(serials >= start - self.window)
-        stored = self._frame_bytes[serials[candidates] % ring_size]
+        stored = self.ring.recent(serials[candidates])
         found = np.zeros(len(entries), dtype=bool)
         found[candidates[(stored == incoming[entries[candidates]]).all(axis=1)]] = True
         serials[~found] = -1
@@ -229,12 +251,11 @@ class FrameStackStorage:
         # Transitions referencing a frame these writes overwrite die first (see module doc).
         self._evict_written_before(start + len(new) - ring_size + self.window)
         serials[new] = start + np.arange(len(new))
-        ring = serials % ring_size
-        self._frame_bytes[ring[new]] = incoming[entries[new]]
+        self.ring.write(serials[new], incoming[entries[new]])
         self.frame_count = start + len(new)
         self._remember(entry_hashes[new], serials[new])
 
-        refs = ring[entry_of_frame].astype(_REFS).reshape(2, n, self.frame_stack)
+        refs = (serials[entry_of_frame] % ring_size).astype(_REFS).reshape(2, n, self.frame_stack)
         slots = ring_slots(self.cursor, n, self.capacity)
         self.obs_refs[slots] = refs[0]
         self.next_obs_refs[slots] = refs[1]
@@ -278,7 +299,8 @@ class FrameStackStorage:
 
     def gather(self, slots: np.ndarray) -> Gathered:
         """The transitions in ``slots``: obs, next_obs, actions, rewards, terminated, discounts."""
-        obs, next_obs = self.frames[self.obs_refs[slots]], self.frames[self.next_obs_refs[slots]]
+        # One read for both stacks: a compressed ring decompresses each distinct frame once.
+        obs, next_obs = self.ring.read(np.stack((self.obs_refs[slots], self.next_obs_refs[slots])))
         return (obs, next_obs, *read_scalars(self, slots))
 
     def newest(self, n: int) -> np.ndarray:
@@ -286,10 +308,11 @@ class FrameStackStorage:
         return newest_slots(self.cursor, self.size, self.capacity, n)
 
     def state_dict(self) -> dict[str, Any]:
-        """Counters and the written part of every array, as tensors for ``weights_only``.
+        """Counters, the written part of every array and the written frames, as tensors for
+        ``weights_only``.
 
-        The tensors share the storage's memory (a multi-GB frame ring is not copied): save
-        them before the next ``add``.
+        The arrays' tensors share the storage's memory (a multi-GB frame ring is not copied):
+        save them before the next ``add``.
         """
         state: dict[str, Any] = {
             "cursor": self.cursor,
@@ -297,11 +320,10 @@ class FrameStackStorage:
             "filled": self.filled,
             "frame_count": self.frame_count,
             "window": self.window,
-            "frames": tensor_view(self.frames[: min(self.frame_count, self.frame_capacity)]),
+            **self.ring.state_dict(min(self.frame_count, self.frame_capacity)),
         }
         for name in self._layout:
-            if name != "frames":
-                state[name] = tensor_view(getattr(self, name)[: self.filled])
+            state[name] = tensor_view(getattr(self, name)[: self.filled])
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -309,6 +331,14 @@ class FrameStackStorage:
         what = "frame replay"
         if not isinstance(state, dict):
             raise ValueError(f"{what} state must be a dict, got {type(state).__name__}")
+        # States of plain rings predate the key.
+        saved_compression = state.get("frame_compression", "none")
+        if not isinstance(saved_compression, str) or saved_compression != self.ring.compression:
+            raise ValueError(
+                f"{what} state holds frames with frame_compression={saved_compression!r}, this "
+                f"store keeps them with {self.ring.compression!r}; load it with "
+                f"buffer.frame_compression={saved_compression}"
+            )
         state_int(state, "window", self.window, self.window, what)
         filled = state_int(state, "filled", 0, self.capacity, what)
         size = state_int(state, "size", 0, filled, what)
@@ -318,13 +348,13 @@ class FrameStackStorage:
         frame_count = state_int(state, "frame_count", 0, 2**62, what)
         stored = min(frame_count, self.frame_capacity)
         arrays = {
-            name: state_array(
-                state, name, (stored if name == "frames" else filled, *shape[1:]), dtype, what
-            )
+            name: state_array(state, name, (filled, *shape[1:]), dtype, what)
             for name, (shape, dtype) in self._layout.items()
         }
-        self._check_references(arrays, cursor, size, frame_count)
+        self._check_references(arrays, stored, cursor, size, frame_count)
 
+        # The ring checks its frames before it changes any; then nothing else can fail.
+        self.ring.load_state_dict(state, stored, frame_count, what)
         for name, array in arrays.items():
             getattr(self, name)[: len(array)] = array
         self.cursor, self.size, self.filled, self.frame_count = cursor, size, filled, frame_count
@@ -332,11 +362,11 @@ class FrameStackStorage:
         self._rebuild_recent()
 
     def _check_references(
-        self, arrays: dict[str, np.ndarray], cursor: int, size: int, frame_count: int
+        self, arrays: dict[str, np.ndarray], stored: int, cursor: int, size: int, frame_count: int
     ) -> None:
-        """Every reference is a stored frame, and live ones hold the invariant of the doc."""
+        """Every reference is one of the ``stored`` frames, and live ones hold the invariant of
+        the doc."""
         what, ring_size = "frame replay", self.frame_capacity
-        stored = len(arrays["frames"])
         for name in ("obs_refs", "next_obs_refs"):
             refs = arrays[name]
             if refs.size and (refs.min() < 0 or refs.max() >= stored):
@@ -358,5 +388,5 @@ class FrameStackStorage:
     def _rebuild_recent(self) -> None:
         """The dedup table as it was when saved: the window's frames, newest copy winning."""
         serials = np.arange(max(0, self.frame_count - self.window), self.frame_count)
-        hashes = self._hash(self._frame_bytes[serials % self.frame_capacity])
+        hashes = self._hash(self.ring.recent(serials))
         self._recent = dict(zip(hashes.tolist(), serials.tolist(), strict=True))

@@ -149,9 +149,11 @@ def make_replay_buffer(
     alpha: float = 0.6,
     eps: float = 1e-6,
     frame_stack: int = 1,
+    frame_compression: str = "none",
 ) -> ReplayBuffer:
-    """A replay buffer; ``frame_stack`` > 1 stores each frame of stacked observations once."""
-    storage = make_storage(capacity, obs_shape, obs_dtype, frame_stack)
+    """A replay buffer; ``frame_stack`` > 1 stores each frame of stacked observations once,
+    compressed as ``frame_compression`` says."""
+    storage = make_storage(capacity, obs_shape, obs_dtype, frame_stack, frame_compression)
     return ReplayBuffer(storage, make_sampler(kind, capacity, alpha, eps), rng, device)
 
 
@@ -168,18 +170,32 @@ def _check_frame_stack(obs_shape: tuple[int, ...], frame_stack: int) -> bool:
 
 
 def make_storage(
-    capacity: int, obs_shape: tuple[int, ...], obs_dtype: np.dtype, frame_stack: int = 1
+    capacity: int,
+    obs_shape: tuple[int, ...],
+    obs_dtype: np.dtype,
+    frame_stack: int = 1,
+    frame_compression: str = "none",
 ) -> Storage:
-    """Frame-stack storage for stacked frames, else one (obs, next_obs) pair per transition."""
+    """Frame-stack storage for stacked frames (its frames compressed as ``frame_compression``
+    says), else one (obs, next_obs) pair per transition (``frame_compression`` unused)."""
     if _check_frame_stack(obs_shape, frame_stack):
-        return FrameStackStorage(capacity, obs_shape, obs_dtype)
+        return FrameStackStorage(
+            capacity, obs_shape, obs_dtype, frame_compression=frame_compression
+        )
     return TransitionStorage(capacity, obs_shape, obs_dtype)
 
 
 def storage_nbytes(
-    capacity: int, obs_shape: tuple[int, ...], obs_dtype: np.dtype, frame_stack: int = 1
+    capacity: int,
+    obs_shape: tuple[int, ...],
+    obs_dtype: np.dtype,
+    frame_stack: int = 1,
+    frame_compression: str = "none",
 ) -> int:
-    """Bytes ``make_storage`` with these arguments allocates, computed without allocating."""
+    """Bytes ``make_storage`` with these arguments allocates, computed without allocating
+    (compressed frames, which grow as they come, are not part of it)."""
     if _check_frame_stack(obs_shape, frame_stack):
-        return layout_nbytes(FrameStackStorage.layout(capacity, obs_shape, np.dtype(obs_dtype)))
+        return FrameStackStorage.preallocated_nbytes(
+            capacity, obs_shape, np.dtype(obs_dtype), frame_compression=frame_compression
+        )
     return layout_nbytes(TransitionStorage.layout(capacity, obs_shape, np.dtype(obs_dtype)))

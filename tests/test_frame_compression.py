@@ -1,0 +1,297 @@
+"""buffer.frame_compression=lz4: the frame store keeps its frames lz4-compressed and gives the
+very batches the plain store gives; its checkpoints hold the compressed bytes, are checked on
+load, and resume exactly."""
+
+import json
+import re
+import sys
+from functools import cache
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from dqn_cli.buffers import FrameStackStorage, ReplayBuffer, storage_nbytes
+from dqn_cli.buffers.replay import make_sampler
+from dqn_cli.checkpoint import load_checkpoint
+from dqn_cli.config import ConfigError, parse_train_config
+from dqn_cli.run_planning import check_new_run
+from tests.helpers import run_installed, run_main
+from tests.test_frame_store import (
+    CPU,
+    FRAME,
+    STACK,
+    roundtrip,
+    train_step,
+    transitions,
+)
+
+pytest.importorskip("lz4", reason="the atari extra (make install) is not installed")
+
+BIG_FRAME = (84, 84)
+BIG_SHAPE = (STACK, *BIG_FRAME)
+FRAME_NBYTES = 84 * 84
+
+
+@cache
+def screen(small: bytes) -> np.ndarray:
+    """A real-looking 84x84 frame for a small test frame: mostly black, with a few blocks
+    placed by its bytes, and those bytes themselves (distinct frames stay distinct)."""
+    rng = np.random.default_rng(list(small))
+    pixels = np.zeros(BIG_FRAME, dtype=np.uint8)
+    for _ in range(4):
+        top, left = rng.integers(0, 76, 2)
+        pixels[top : top + 8, left : left + 8] = rng.integers(1, 256)
+    pixels.flat[: len(small)] = np.frombuffer(small, np.uint8)
+    return pixels
+
+
+def screens(stacks: np.ndarray) -> np.ndarray:
+    """Each (STACK, *FRAME) stack of ``stacks`` with every frame as its 84x84 screen."""
+    flat = stacks.reshape(-1, *FRAME)
+    return np.stack([screen(f.tobytes()) for f in flat]).reshape(*stacks.shape[:-2], *BIG_FRAME)
+
+
+def screen_transitions(num_envs: int, steps: int, n_step: int, seed: int):
+    """``tests.test_frame_store.transitions`` (resets, shared reset screens, n-step) on
+    Atari-sized frames that compress like Atari's."""
+    for obs, actions, rewards, next_obs, terminated, discounts in transitions(
+        num_envs, steps, n_step, seed
+    ):
+        yield screens(obs), actions, rewards, screens(next_obs), terminated, discounts
+
+
+def frame_buffer(kind: str, capacity: int, seed: int, compression: str, window: int = 64):
+    """A replay buffer on a frame store with a small dedup ``window`` (so its frame ring,
+    ``capacity + window`` and a little more, wraps soon)."""
+    storage = FrameStackStorage(
+        capacity, BIG_SHAPE, np.dtype(np.uint8), window=window, frame_compression=compression
+    )
+    sampler = make_sampler(kind, capacity, alpha=0.6, eps=1e-6)
+    return ReplayBuffer(storage, sampler, np.random.default_rng(seed), CPU)
+
+
+@pytest.mark.parametrize("kind", ["uniform", "per"])
+@pytest.mark.parametrize(("num_envs", "n_step"), [(1, 1), (3, 3)])
+def test_lz4_store_gives_the_plain_store_batches(kind, num_envs, n_step):
+    plain = frame_buffer(kind, 150, seed=7, compression="none")
+    packed = frame_buffer(kind, 150, seed=7, compression="lz4")
+    td_rng = np.random.default_rng(1)
+    for step, args in enumerate(screen_transitions(num_envs, 400, n_step, seed=num_envs + n_step)):
+        plain.add(*args)
+        packed.add(*args)
+        assert packed.storage.size == plain.storage.size
+        assert packed.storage.frame_count == plain.storage.frame_count  # same frames shared
+        if len(plain) >= 16 and step % 3 == 0:
+            train_step([plain, packed], td_rng)
+    assert plain.storage.frame_count > plain.storage.frame_capacity  # the frame ring wrapped
+    # Frames compress: the whole lz4 store is smaller than the plain store's frames alone.
+    assert packed.storage.nbytes < 0.5 * plain.storage.ring.nbytes
+
+
+def counting_decompress(storage: FrameStackStorage) -> list[int]:
+    """Patch the lz4 ring's decompress to record the size of each call; return the record."""
+    calls: list[int] = []
+    lz4 = storage.ring._lz4
+
+    def decompress(block, uncompressed_size):
+        calls.append(uncompressed_size)
+        return lz4.decompress(block, uncompressed_size=uncompressed_size)
+
+    storage.ring._lz4 = SimpleNamespace(compress=lz4.compress, decompress=decompress)
+    return calls
+
+
+def test_a_batch_decompresses_each_distinct_frame_once():
+    buffer = frame_buffer("uniform", 200, seed=0, compression="lz4")
+    for args in screen_transitions(2, 120, 1, seed=3):
+        buffer.add(*args)
+    storage = buffer.storage
+    calls = counting_decompress(storage)
+    slots = np.random.default_rng(0).integers(0, storage.size, 32)
+    obs, next_obs, *_ = storage.gather(slots)
+    distinct = np.unique(np.concatenate((storage.obs_refs[slots], storage.next_obs_refs[slots])))
+    assert len(calls) == len(distinct) < 2 * 32 * STACK  # consecutive stacks share frames
+    plain = FrameStackStorage(200, BIG_SHAPE, np.dtype(np.uint8))
+    for args in screen_transitions(2, 120, 1, seed=3):
+        plain.add(*args)
+    want_obs, want_next_obs, *_ = plain.gather(slots)
+    np.testing.assert_array_equal(obs, want_obs)
+    np.testing.assert_array_equal(next_obs, want_next_obs)
+
+
+def test_resume_from_lz4_state_gives_identical_future_batches():
+    stream = screen_transitions(3, 250, 3, seed=11)
+    original, td_rng = frame_buffer("per", 150, seed=4, compression="lz4"), np.random.default_rng(0)
+    for _, args in zip(range(80), stream, strict=False):
+        original.add(*args)
+        if len(original) >= 16:
+            batch = original.sample(16, beta=0.5)
+            original.update_priorities(batch.slots, torch.from_numpy(td_rng.normal(size=16)))
+    state = roundtrip(original.state_dict())
+    stored = min(original.storage.frame_count, original.storage.frame_capacity)
+    # The checkpoint holds the compressed bytes, not the frames.
+    assert state["storage"]["frame_blocks"].numel() < 0.3 * stored * FRAME_NBYTES
+    assert "frames" not in state["storage"]
+    resumed = frame_buffer("per", 150, seed=99, compression="lz4")
+    resumed.load_state_dict(state)
+    resumed.rng.bit_generator.state = original.rng.bit_generator.state
+    assert resumed.storage.nbytes == original.storage.nbytes
+    for args in stream:
+        original.add(*args)
+        resumed.add(*args)
+        assert resumed.storage.frame_count == original.storage.frame_count  # same sharing
+        train_step([original, resumed], td_rng)
+
+
+def filled_lz4_storage() -> FrameStackStorage:
+    storage = FrameStackStorage(40, BIG_SHAPE, np.dtype(np.uint8), frame_compression="lz4")
+    for args in screen_transitions(2, 30, 1, seed=0):
+        storage.add(*args)
+    return storage
+
+
+def with_block(state: dict, index: int, block: bytes) -> None:
+    """Replace the lz4 block of frame ``index`` in ``state``, offsets kept consistent."""
+    offsets = state["frame_offsets"].tolist()
+    joined = state["frame_blocks"].numpy().tobytes()
+    start, end = offsets[index], offsets[index + 1]
+    joined = joined[:start] + block + joined[end:]
+    shift = len(block) - (end - start)
+    offsets[index + 1 :] = [o + shift for o in offsets[index + 1 :]]
+    state["frame_blocks"] = torch.frombuffer(bytearray(joined), dtype=torch.uint8)
+    state["frame_offsets"] = torch.tensor(offsets, dtype=torch.int64)
+
+
+def damage(name: str, state: dict) -> None:
+    import lz4.block
+
+    if name == "offsets of the wrong length":
+        state["frame_offsets"] = state["frame_offsets"][:-1]
+    elif name == "offsets beyond the bytes":
+        state["frame_offsets"] = state["frame_offsets"].clone()
+        state["frame_offsets"][-1] += 100
+    elif name == "offsets out of order":
+        state["frame_offsets"] = state["frame_offsets"].clone()
+        state["frame_offsets"][5] = state["frame_offsets"][7]
+    elif name == "offsets not from zero":
+        state["frame_offsets"] = state["frame_offsets"] + 1
+    elif name == "block that does not decompress":
+        with_block(state, 3, bytes(12))
+    elif name == "block of a smaller frame":
+        with_block(state, 3, lz4.block.compress(bytes(3000), store_size=False))
+    elif name == "blocks of the wrong dtype":
+        state["frame_blocks"] = state["frame_blocks"].int()
+    elif name == "no blocks":
+        del state["frame_blocks"]
+
+
+DAMAGES = {  # damage -> what the one-line refusal says
+    "offsets of the wrong length": "'frame_offsets' has shape",
+    "offsets beyond the bytes": "'frame_blocks' has shape",
+    "offsets out of order": "'frame_offsets' must start at 0 and increase",
+    "offsets not from zero": "'frame_offsets' must start at 0 and increase",
+    "block that does not decompress": "frame 3 is damaged",
+    "block of a smaller frame": "frame 3 is damaged",
+    "blocks of the wrong dtype": "dtype int32",
+    "no blocks": "missing 'frame_blocks'",
+}
+
+
+@pytest.mark.parametrize("name", DAMAGES)
+def test_a_damaged_lz4_state_is_refused_with_one_line(name):
+    state = roundtrip(filled_lz4_storage().state_dict())
+    damage(name, state)
+    fresh = FrameStackStorage(40, BIG_SHAPE, np.dtype(np.uint8), frame_compression="lz4")
+    with pytest.raises(ValueError, match=re.escape(DAMAGES[name])) as refused:
+        fresh.load_state_dict(state)
+    assert "\n" not in str(refused.value)
+    assert fresh.size == 0 and fresh.nbytes == fresh.preallocated_nbytes(
+        40, BIG_SHAPE, np.dtype(np.uint8), frame_compression="lz4"
+    )  # nothing was half-loaded
+
+
+@pytest.mark.parametrize(("saved", "loaded"), [("lz4", "none"), ("none", "lz4")])
+def test_a_state_of_the_other_compression_is_refused_with_one_line(saved, loaded):
+    source = FrameStackStorage(40, BIG_SHAPE, np.dtype(np.uint8), frame_compression=saved)
+    for args in screen_transitions(2, 10, 1, seed=0):
+        source.add(*args)
+    fresh = FrameStackStorage(40, BIG_SHAPE, np.dtype(np.uint8), frame_compression=loaded)
+    with pytest.raises(ValueError, match=f"buffer.frame_compression={saved}$") as refused:
+        fresh.load_state_dict(roundtrip(source.state_dict()))
+    assert "\n" not in str(refused.value)
+
+
+def test_lz4_preallocates_only_the_index_and_the_window():
+    plain = storage_nbytes(1_000_000, BIG_SHAPE, np.dtype(np.uint8), STACK)
+    packed = storage_nbytes(1_000_000, BIG_SHAPE, np.dtype(np.uint8), STACK, "lz4")
+    # Per transition 60 bytes (int32 refs of 2 x 4 frames, written_at, scalars), per frame
+    # slot a list pointer (8), and 2048 raw frames (14 MB): 82 MB, not 7 GB.
+    assert 60e6 < packed < 100e6 and plain > 7e9
+    fresh = FrameStackStorage(1000, BIG_SHAPE, np.dtype(np.uint8), frame_compression="lz4")
+    assert fresh.nbytes == storage_nbytes(1000, BIG_SHAPE, np.dtype(np.uint8), STACK, "lz4")
+
+
+def test_an_unknown_compression_is_a_config_error():
+    with pytest.raises(ConfigError) as refused:
+        parse_train_config({"buffer": {"frame_compression": "zstd"}})
+    assert str(refused.value) == "buffer.frame_compression: got 'zstd'; allowed: none, lz4"
+
+
+def test_lz4_without_the_extra_is_refused_before_anything(monkeypatch):
+    pytest.importorskip("ale_py", reason="the atari extra (make install) is not installed")
+    monkeypatch.setitem(sys.modules, "lz4", None)  # `import lz4` now fails
+    raw = {"env": {"id": "ALE/Pong-v5"}, "buffer": {"frame_compression": "lz4"}}
+    with pytest.raises(ValueError) as refused:
+        check_new_run(raw)
+    assert str(refused.value) == (
+        "buffer.frame_compression: lz4 needs the atari extra: "
+        "pip install 'dqn-cli[atari]' (or make install)"
+    )
+    check_new_run({**raw, "env": {"id": "CartPole-v1"}})  # no stacked frames: not needed
+
+
+def test_an_atari_run_with_lz4_frames_resumes_and_evaluates_through_the_cli(tmp_path, capfd):
+    from tests.test_pixel_resume import ATARI_RUN_ARGS
+
+    run_dir = tmp_path / "run"
+    args = [*ATARI_RUN_ARGS, "buffer.frame_compression=lz4", f"hydra.run.dir={run_dir}"]
+    done = run_installed("dqn-train", *args, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    log = (run_dir / "train.log").read_text()
+    assert "MiB preallocated, plus the lz4-compressed frames as they come" in log
+    storage = load_checkpoint(run_dir / "checkpoints/last.pt")["replay"]["storage"]
+    assert storage["frame_compression"] == "lz4" and "frames" not in storage
+    code, _, err = run_main(f"resume={run_dir}", "total_steps=400", capfd=capfd)
+    assert code == 0, err
+    assert "resumed at env step 300" in (run_dir / "train.log").read_text()
+    evaluated = run_installed(
+        "dqn-eval",
+        str(run_dir),
+        "--last",
+        "--episodes",
+        "1",
+        "--epsilon",
+        "1",
+        "--json",
+        cwd=tmp_path,
+    )
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert json.loads(evaluated.stdout.splitlines()[-1])["episodes"] == 1
+
+
+def test_memory_benchmark_fills_an_lz4_replay_with_recorded_atari_frames(tmp_path):
+    pytest.importorskip("ale_py", reason="the atari extra (make install) is not installed")
+    from bench.replay_memory import child_fill, record_atari_frames
+
+    frames = record_atari_frames(["Breakout"], 300)
+    assert frames.shape == (300, *BIG_FRAME) and len(np.unique(frames, axis=0)) > 50
+    path = tmp_path / "frames.npy"
+    np.save(path, frames)
+    result = child_fill("frames", 1500, 2, True, "lz4", str(path))
+    assert result["size"] == 1500
+    # Real frames compress: the written frames and the file are a fraction of raw frames.
+    raw = result["frames"] * FRAME_NBYTES
+    assert result["nbytes"] - result["preallocated"] < 0.2 * raw
+    assert result["file_bytes"] < 0.2 * raw
