@@ -6,6 +6,11 @@ class UserError(ValueError):
     what is wrong and how to fix it. Entry points print it and exit with code 2."""
 
 
+class MissingExtraError(UserError):
+    """What was asked for needs an optional extra that is not installed; ``str()`` names the
+    extra and the pip command."""
+
+
 def first_line(exc: BaseException) -> str:
     """An exception's first line of text (its type's name if it has none): for one-line errors
     that quote a library's message."""

@@ -37,17 +37,13 @@ import numpy as np
 from gymnasium import spaces
 
 from dqn_cli.config import ATARI_PREFIX
-from dqn_cli.errors import UserError
+from dqn_cli.errors import MissingExtraError
 
 MINATAR_PREFIX = "MinAtar/"
 # ALE v5 caps a game at 108,000 emulator frames (30 minutes); MinAtar has no cap, and a perfect
 # Breakout paddle would never end an evaluation game, so MinAtar gets the same cap in agent
 # steps at frame skip 4.
 MINATAR_MAX_EPISODE_STEPS = 27_000
-
-
-class MissingExtraError(UserError):
-    """An env id needs an optional extra that is not installed; ``str()`` is one line."""
 
 
 @dataclass(frozen=True)

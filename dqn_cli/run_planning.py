@@ -24,6 +24,7 @@ import numpy as np
 
 from dqn_cli.config import ConfigError, EnvConfig, TrainConfig, parse_train_config
 from dqn_cli.env_spec import EnvSpec
+from dqn_cli.errors import MissingExtraError
 from dqn_cli.run_lock import LOCK_NAME, RunDirError, RunLock
 
 # The only key that may change when a run is continued: extending (or shortening) it.
@@ -78,8 +79,6 @@ def require_frame_compression(config: TrainConfig) -> None:
     except ValueError:  # a module set to None in sys.modules, as when it is blocked
         found = False
     if not found:
-        from dqn_cli.pixel_envs import MissingExtraError
-
         raise MissingExtraError(
             "buffer.frame_compression: lz4 needs the atari extra: "
             "pip install 'dqn-cli[atari]' (or make install)"
