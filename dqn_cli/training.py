@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
-from dqn_cli.buffers import make_replay_buffer
+from dqn_cli.buffers import FrameStackStorage, make_replay_buffer
 from dqn_cli.buffers.nstep import NStepAccumulator
 from dqn_cli.checkpoint import save_checkpoint
 from dqn_cli.config import TrainConfig, flatten_keys
@@ -198,7 +198,11 @@ def train(
     lr_at = linear_anneal(c.lr, 0.0 if c.lr_schedule == "linear" else c.lr, c.total_steps)
     log.info("envs: %d stepped by %s", c.num_envs, collection_path(c.env, c.num_envs))
     # Compressed frames are not preallocated: they take what they compress to, as they come.
-    compressed_frames = replay_frame_stack(c.env) > 1 and c.buffer.frame_compression != "none"
+    # Asked of the storage built, which alone decides whether the setting applies.
+    storage = buffer.storage
+    compressed_frames = (
+        isinstance(storage, FrameStackStorage) and storage.ring.compression != "none"
+    )
     log.info(
         "learner: %s; replay storage: %d transitions, %.1f MiB preallocated%s",
         learner.name,
