@@ -280,7 +280,11 @@ def main_plain(args: argparse.Namespace, capacity: int) -> None:
     print_table(["what", "bytes", "/ floor"], rows)
     report_fill(frames, capacity)
     report_speed(speed, "frames", "naive", args)
-    print(verdict(frames["peak_rss"], f"the plain frame store at {capacity:,}"))
+    print(
+        verdict(
+            frames["peak_rss"], f"the plain frame store (frame_compression=none) at {capacity:,}"
+        )
+    )
 
 
 def lz4_bytes_per_frame(frames: np.ndarray) -> float:
@@ -353,7 +357,12 @@ def main_compressed(args: argparse.Namespace, capacity: int, compression: str) -
     )
     report_fill(filled, capacity)
     report_speed(speed, compression, "frames", args)
-    print(verdict(filled["peak_rss"], f"the {compression} frame store at {capacity:,}"))
+    print(
+        verdict(
+            filled["peak_rss"],
+            f"the {compression} frame store (env=atari's default) at {capacity:,}",
+        )
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

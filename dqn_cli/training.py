@@ -37,6 +37,7 @@ from dqn_cli.learner import TDLoss, UpdateResult, make_learner
 from dqn_cli.loggers import RunIdentity, open_logger
 from dqn_cli.networks import build_q_network, greedy_policy
 from dqn_cli.periodic import Every
+from dqn_cli.run_planning import available_memory_bytes
 from dqn_cli.run_state import (
     Agent,
     LoopState,
@@ -159,6 +160,24 @@ def build_agent(
     return Agent(online, target, learner, updater, buffer, n_step)
 
 
+def warn_if_frames_may_not_fit(storage: FrameStackStorage) -> None:
+    """Compressed frames take what they compress to, known only as they come (4.6-28x less
+    than raw on Atari games): warn at start where they would not fit if they did not compress,
+    so that a run on a small machine is watched rather than killed late without a word."""
+    raw = storage.frame_capacity * math.prod(storage.frame_shape) * storage.obs_dtype.itemsize
+    available = available_memory_bytes()
+    if available is not None and raw > available:
+        log.warning(
+            "replay: %d frames take %.2f GB uncompressed and %.2f GB is available; they fit "
+            "only if they compress %.1fx or more (Atari games: 4.6-28x): watch replay/bytes, "
+            "or lower buffer.capacity",
+            storage.frame_capacity,
+            raw / 1e9,
+            available / 1e9,
+            raw / available,
+        )
+
+
 def train(
     config: TrainConfig,
     run_dir: Path,
@@ -213,6 +232,8 @@ def train(
         if compressed_frames
         else "",
     )
+    if compressed_frames:
+        warn_if_frames_may_not_fit(storage)
 
     n = c.num_envs
     obs, _ = envs.reset(seed=env_seeds(c.seed, envs.num_envs))

@@ -233,6 +233,25 @@ def test_lz4_preallocates_only_the_index_and_the_window():
     assert fresh.nbytes == storage_nbytes(1000, BIG_SHAPE, np.dtype(np.uint8), STACK, "lz4")
 
 
+def test_frames_that_fit_only_compressed_are_warned_of_at_start(monkeypatch, caplog):
+    import dqn_cli.training as training
+
+    storage = FrameStackStorage(1000, BIG_SHAPE, np.dtype(np.uint8), frame_compression="lz4")
+    raw = storage.frame_capacity * FRAME_NBYTES
+    for available, warned in ((raw + 1, False), (raw - 1, True), (None, False)):
+        monkeypatch.setattr(training, "available_memory_bytes", lambda a=available: a)
+        caplog.clear()
+        with caplog.at_level("WARNING", logger=training.log.name):
+            training.warn_if_frames_may_not_fit(storage)
+        assert bool(caplog.records) == warned, available  # memory unknown (None): no word
+    monkeypatch.setattr(training, "available_memory_bytes", lambda: raw // 4)
+    with caplog.at_level("WARNING", logger=training.log.name):
+        training.warn_if_frames_may_not_fit(storage)
+    message = caplog.records[-1].getMessage()
+    assert f"{storage.frame_capacity} frames take" in message and "compress 4.0x or more" in message
+    assert "lower buffer.capacity" in message and "\n" not in message
+
+
 def test_an_unknown_compression_is_a_config_error():
     with pytest.raises(ConfigError) as refused:
         parse_train_config({"buffer": {"frame_compression": "zstd"}})
@@ -253,10 +272,12 @@ def test_lz4_without_the_extra_is_refused_before_anything(monkeypatch):
 
 
 def test_an_atari_run_with_lz4_frames_resumes_and_evaluates_through_the_cli(tmp_path, capfd):
+    """The env=atari preset compresses its frames unless told otherwise."""
     from tests.test_pixel_resume import ATARI_RUN_ARGS
 
     run_dir = tmp_path / "run"
-    args = [*ATARI_RUN_ARGS, "buffer.frame_compression=lz4", f"hydra.run.dir={run_dir}"]
+    preset = [arg for arg in ATARI_RUN_ARGS if not arg.startswith("buffer.frame_compression")]
+    args = [*preset, f"hydra.run.dir={run_dir}"]
     done = run_installed("dqn-train", *args, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     log = (run_dir / "train.log").read_text()

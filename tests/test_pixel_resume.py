@@ -179,6 +179,7 @@ def test_a_pixel_run_stopped_mid_game_resumes_bitwise(tmp_path, family):
 ATARI_RUN_ARGS = [
     "env=atari",
     f"env.id={BREAKOUT}",
+    "buffer.frame_compression=none",  # plain frames here; the preset's lz4: test_frame_compression
     "total_steps=300",
     "learning_starts=200",
     "batch_size=8",
