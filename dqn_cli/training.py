@@ -219,9 +219,12 @@ def train(
     # Compressed frames are not preallocated: they take what they compress to, as they come.
     # Asked of the storage built, which alone decides whether the setting applies.
     storage = buffer.storage
-    compressed_frames = (
-        isinstance(storage, FrameStackStorage) and storage.ring.compression != "none"
+    compressed_store = (
+        storage
+        if isinstance(storage, FrameStackStorage) and storage.ring.compression != "none"
+        else None
     )
+    compressed_frames = compressed_store is not None
     log.info(
         "learner: %s; replay storage: %d transitions, %.1f MiB preallocated%s",
         learner.name,
@@ -232,8 +235,8 @@ def train(
         if compressed_frames
         else "",
     )
-    if compressed_frames:
-        warn_if_frames_may_not_fit(storage)
+    if compressed_store is not None:
+        warn_if_frames_may_not_fit(compressed_store)
 
     n = c.num_envs
     obs, _ = envs.reset(seed=env_seeds(c.seed, envs.num_envs))
