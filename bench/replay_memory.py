@@ -333,7 +333,7 @@ def main_compressed(args: argparse.Namespace, capacity: int, compression: str) -
             gb(filled["preallocated"]),
             f"{filled['preallocated'] / floor:.3f}",
         ],
-        ["    compressed frames, with headers", gb(grown), f"{grown / floor:.3f}"],
+        ["    compressed frames (chunks of lz4 blocks)", gb(grown), f"{grown / floor:.3f}"],
         ["  RSS after imports", gb(filled["baseline_rss"]), "-"],
         ["floor: capacity x 84 x 84 bytes", gb(floor), "1.000"],
     ]
@@ -344,7 +344,7 @@ def main_compressed(args: argparse.Namespace, capacity: int, compression: str) -
     )
     print_table(["what", "bytes", "/ floor"], rows)
     print(
-        f"# {compression}: {grown / stored:,.0f} bytes per stored frame with its header "
+        f"# {compression}: {grown / stored:,.0f} bytes per stored frame in the chunks "
         f"({FRAME_BYTES / (grown / stored):.1f}x less than {FRAME_BYTES}); per game, lz4 block "
         "bytes per frame and the ratio: "
         + "; ".join(

@@ -132,7 +132,8 @@ def test_resume_from_lz4_state_gives_identical_future_batches():
     state = roundtrip(original.state_dict())
     stored = min(original.storage.frame_count, original.storage.frame_capacity)
     # The checkpoint holds the compressed bytes, not the frames.
-    assert state["storage"]["frame_blocks"].numel() < 0.3 * stored * FRAME_NBYTES
+    saved_bytes = sum(chunk.numel() for chunk in state["storage"]["frame_chunks"])
+    assert saved_bytes < 0.3 * stored * FRAME_NBYTES
     assert "frames" not in state["storage"]
     resumed = frame_buffer("per", 150, seed=99, compression="lz4")
     resumed.load_state_dict(state)
@@ -153,56 +154,86 @@ def filled_lz4_storage() -> FrameStackStorage:
 
 
 def with_block(state: dict, index: int, block: bytes) -> None:
-    """Replace the lz4 block of frame ``index`` in ``state``, offsets kept consistent."""
-    offsets = state["frame_offsets"].tolist()
-    joined = state["frame_blocks"].numpy().tobytes()
-    start, end = offsets[index], offsets[index + 1]
-    joined = joined[:start] + block + joined[end:]
-    shift = len(block) - (end - start)
-    offsets[index + 1 :] = [o + shift for o in offsets[index + 1 :]]
-    state["frame_blocks"] = torch.frombuffer(bytearray(joined), dtype=torch.uint8)
-    state["frame_offsets"] = torch.tensor(offsets, dtype=torch.int64)
+    """Point frame ``index`` of ``state`` at ``block``, put at the end of its chunk."""
+    chunks = list(state["frame_chunks"])
+    chunk = int(state["frame_where"][index, 0])
+    end = len(chunks[chunk])
+    chunks[chunk] = torch.cat((chunks[chunk], torch.tensor(list(block), dtype=torch.uint8)))
+    state["frame_chunks"] = chunks
+    state["frame_where"] = state["frame_where"].clone()
+    state["frame_where"][index] = torch.tensor([chunk, end, len(block)])
 
 
-def damage(name: str, state: dict) -> None:
+def edited_where(state: dict, index: int, column: int, value: int) -> None:
+    state["frame_where"] = state["frame_where"].clone()
+    state["frame_where"][index, column] = value
+
+
+def older_format(state: dict) -> dict:
+    """``state`` as lz4 states were written before the chunks: every block end to end in slot
+    order, and where each starts."""
+    chunks = [chunk.numpy().tobytes() for chunk in state["frame_chunks"]]
+    blocks = [chunks[c][o : o + n] for c, o, n in state["frame_where"].tolist()]
+    offsets = np.concatenate(([0], np.cumsum([len(b) for b in blocks])))
+    old = {k: v for k, v in state.items() if k not in ("frame_chunks", "frame_where")}
+    old["frame_blocks"] = torch.frombuffer(bytearray(b"".join(blocks)), dtype=torch.uint8)
+    old["frame_offsets"] = torch.from_numpy(offsets.astype(np.int64))
+    return old
+
+
+def damage(name: str, state: dict) -> dict:
     import lz4.block
 
-    if name == "offsets of the wrong length":
-        state["frame_offsets"] = state["frame_offsets"][:-1]
-    elif name == "offsets beyond the bytes":
-        state["frame_offsets"] = state["frame_offsets"].clone()
-        state["frame_offsets"][-1] += 100
-    elif name == "offsets out of order":
-        state["frame_offsets"] = state["frame_offsets"].clone()
-        state["frame_offsets"][5] = state["frame_offsets"][7]
-    elif name == "offsets not from zero":
-        state["frame_offsets"] = state["frame_offsets"] + 1
+    if name == "index of the wrong shape":
+        state["frame_where"] = state["frame_where"][:-1]
+    elif name == "a chunk that is not there":
+        edited_where(state, 3, 0, len(state["frame_chunks"]))
+    elif name == "a block beyond its chunk":
+        edited_where(state, 3, 1, len(state["frame_chunks"][0]))
+    elif name == "an empty block":
+        edited_where(state, 3, 2, 0)
     elif name == "block that does not decompress":
         with_block(state, 3, bytes(12))
     elif name == "block of a smaller frame":
         with_block(state, 3, lz4.block.compress(bytes(3000), store_size=False))
-    elif name == "blocks of the wrong dtype":
-        state["frame_blocks"] = state["frame_blocks"].int()
-    elif name == "no blocks":
-        del state["frame_blocks"]
+    elif name == "chunks of the wrong dtype":
+        state["frame_chunks"] = [chunk.int() for chunk in state["frame_chunks"]]
+    elif name == "chunks out of write order":
+        state["frame_chunks"] = [*state["frame_chunks"], state["frame_chunks"][0]]
+        edited_where(state, 3, 0, 1)
+    elif name == "no chunks":
+        del state["frame_chunks"]
+    elif name == "older format, offsets out of order":
+        state = older_format(state)
+        state["frame_offsets"][5] = state["frame_offsets"][7]
+    elif name == "older format, offsets beyond the bytes":
+        state = older_format(state)
+        state["frame_offsets"][-1] += 100
+    elif name == "older format, block that does not decompress":
+        state = older_format(state)
+        state["frame_blocks"][: state["frame_offsets"][1]] = 0
+    return state
 
 
 DAMAGES = {  # damage -> what the one-line refusal says
-    "offsets of the wrong length": "'frame_offsets' has shape",
-    "offsets beyond the bytes": "'frame_blocks' has shape",
-    "offsets out of order": "'frame_offsets' must start at 0 and increase",
-    "offsets not from zero": "'frame_offsets' must start at 0 and increase",
+    "index of the wrong shape": "'frame_where' has shape",
+    "a chunk that is not there": "'frame_where' points outside 'frame_chunks'",
+    "a block beyond its chunk": "'frame_where' points outside 'frame_chunks'",
+    "an empty block": "'frame_where' points outside 'frame_chunks'",
     "block that does not decompress": "frame 3 is damaged",
     "block of a smaller frame": "frame 3 is damaged",
-    "blocks of the wrong dtype": "dtype int32",
-    "no blocks": "missing 'frame_blocks'",
+    "chunks of the wrong dtype": "'frame_chunks' must be a list of 1-D uint8 tensors",
+    "chunks out of write order": "'frame_chunks' do not hold the frames in write order",
+    "no chunks": "'frame_chunks' must be a list of 1-D uint8 tensors",
+    "older format, offsets out of order": "'frame_offsets' must start at 0 and increase",
+    "older format, offsets beyond the bytes": "'frame_blocks' has shape",
+    "older format, block that does not decompress": "frame 0 is damaged",
 }
 
 
 @pytest.mark.parametrize("name", DAMAGES)
 def test_a_damaged_lz4_state_is_refused_with_one_line(name):
-    state = roundtrip(filled_lz4_storage().state_dict())
-    damage(name, state)
+    state = damage(name, roundtrip(filled_lz4_storage().state_dict()))
     fresh = FrameStackStorage(40, BIG_SHAPE, np.dtype(np.uint8), frame_compression="lz4")
     with pytest.raises(ValueError, match=re.escape(DAMAGES[name])) as refused:
         fresh.load_state_dict(state)
@@ -210,6 +241,48 @@ def test_a_damaged_lz4_state_is_refused_with_one_line(name):
     assert fresh.size == 0 and fresh.nbytes == fresh.preallocated_nbytes(
         40, BIG_SHAPE, np.dtype(np.uint8), frame_compression="lz4"
     )  # nothing was half-loaded
+
+
+def test_a_state_of_the_format_before_chunks_loads_the_same_frames():
+    source = filled_lz4_storage()
+    state = roundtrip(source.state_dict())
+    for loaded_from in (state, older_format(state)):
+        fresh = FrameStackStorage(40, BIG_SHAPE, np.dtype(np.uint8), frame_compression="lz4")
+        fresh.load_state_dict(loaded_from)
+        slots = np.arange(fresh.size)
+        for got, want in zip(fresh.gather(slots), source.gather(slots), strict=True):
+            np.testing.assert_array_equal(got, want)
+
+
+def test_saving_shares_the_chunks_and_overwritten_frames_free_theirs():
+    from dqn_cli.buffers.frame_rings import Lz4Frames
+
+    ring = Lz4Frames(100, BIG_FRAME, np.dtype(np.uint8), window=16)
+    rng = np.random.default_rng(0)
+    frames = np.stack([screen(rng.bytes(20)) for _ in range(1000)]).reshape(1000, -1)
+    sizes = []
+    for start in range(0, 1000, 10):
+        ring.write(np.arange(start, start + 10), frames[start : start + 10])
+        sizes.append(sum(ring._blocks.used))
+    np.testing.assert_array_equal(ring.read(np.arange(100)).reshape(100, -1), frames[900:])
+    # The last 100 frames' blocks, plus at most a chunk of ones already overwritten.
+    live = sum(int(n) for n in ring._blocks.where[:, 2])
+    assert live <= sizes[-1] <= live + ring._blocks.chunk_bytes
+    assert max(sizes) <= 2 * live + ring._blocks.chunk_bytes  # memory stays flat
+    saved = ring.state_dict(100)
+    for tensor, chunk in zip(saved["frame_chunks"], ring._blocks.chunks, strict=True):
+        assert tensor.data_ptr() == chunk.ctypes.data  # not a copy
+    # Loaded, the chunks are as they were, and both rings go on alike, freeing chunks alike.
+    fresh = Lz4Frames(100, BIG_FRAME, np.dtype(np.uint8), window=16)
+    fresh.load_state_dict(roundtrip(saved), 100, 1000, "test")
+    assert len(fresh._blocks.chunks) == len(ring._blocks.chunks) > 1
+    for start in range(1000, 1300, 10):
+        more = np.stack([screen(rng.bytes(20)) for _ in range(10)]).reshape(10, -1)
+        ring.write(np.arange(start, start + 10), more)
+        fresh.write(np.arange(start, start + 10), more)
+        assert fresh.nbytes == ring.nbytes
+        assert len(fresh._blocks.chunks) == len(ring._blocks.chunks)
+    np.testing.assert_array_equal(fresh.read(np.arange(100)), ring.read(np.arange(100)))
 
 
 @pytest.mark.parametrize(("saved", "loaded"), [("lz4", "none"), ("none", "lz4")])
@@ -227,8 +300,8 @@ def test_lz4_preallocates_only_the_index_and_the_window():
     plain = storage_nbytes(1_000_000, BIG_SHAPE, np.dtype(np.uint8), STACK)
     packed = storage_nbytes(1_000_000, BIG_SHAPE, np.dtype(np.uint8), STACK, "lz4")
     # Per transition 60 bytes (int32 refs of 2 x 4 frames, written_at, scalars), per frame
-    # slot a list pointer (8), and 2048 raw frames (14 MB): 82 MB, not 7 GB.
-    assert 60e6 < packed < 100e6 and plain > 7e9
+    # slot where its block is (24), and 2048 raw frames (14 MB): 98 MB, not 7 GB.
+    assert 60e6 < packed < 110e6 and plain > 7e9
     fresh = FrameStackStorage(1000, BIG_SHAPE, np.dtype(np.uint8), frame_compression="lz4")
     assert fresh.nbytes == storage_nbytes(1000, BIG_SHAPE, np.dtype(np.uint8), STACK, "lz4")
 

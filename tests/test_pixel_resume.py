@@ -120,6 +120,10 @@ def assert_same_state(a, b, where="replay"):
         assert a.keys() == b.keys(), where
         for key in a:
             assert_same_state(a[key], b[key], f"{where}.{key}")
+    elif isinstance(a, list):
+        assert len(a) == len(b), where
+        for i, (item_a, item_b) in enumerate(zip(a, b, strict=True)):
+            assert_same_state(item_a, item_b, f"{where}[{i}]")
     elif isinstance(a, torch.Tensor):
         assert torch.equal(a, b), where
     else:
