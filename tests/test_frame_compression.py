@@ -176,7 +176,7 @@ def older_format(state: dict) -> dict:
     blocks = [chunks[c][o : o + n] for c, o, n in state["frame_where"].tolist()]
     offsets = np.concatenate(([0], np.cumsum([len(b) for b in blocks])))
     old = {k: v for k, v in state.items() if k not in ("frame_chunks", "frame_where")}
-    old["frame_blocks"] = torch.frombuffer(bytearray(b"".join(blocks)), dtype=torch.uint8)
+    old["frame_blocks"] = torch.from_numpy(np.frombuffer(b"".join(blocks), np.uint8).copy())
     old["frame_offsets"] = torch.from_numpy(offsets.astype(np.int64))
     return old
 
@@ -244,14 +244,16 @@ def test_a_damaged_lz4_state_is_refused_with_one_line(name):
 
 
 def test_a_state_of_the_format_before_chunks_loads_the_same_frames():
-    source = filled_lz4_storage()
-    state = roundtrip(source.state_dict())
-    for loaded_from in (state, older_format(state)):
-        fresh = FrameStackStorage(40, BIG_SHAPE, np.dtype(np.uint8), frame_compression="lz4")
-        fresh.load_state_dict(loaded_from)
-        slots = np.arange(fresh.size)
-        for got, want in zip(fresh.gather(slots), source.gather(slots), strict=True):
-            np.testing.assert_array_equal(got, want)
+    empty = FrameStackStorage(40, BIG_SHAPE, np.dtype(np.uint8), frame_compression="lz4")
+    for source in (filled_lz4_storage(), empty):
+        state = roundtrip(source.state_dict())
+        for loaded_from in (state, older_format(state)):
+            fresh = FrameStackStorage(40, BIG_SHAPE, np.dtype(np.uint8), frame_compression="lz4")
+            fresh.load_state_dict(loaded_from)
+            assert fresh.size == source.size
+            slots = np.arange(fresh.size)
+            for got, want in zip(fresh.gather(slots), source.gather(slots), strict=True):
+                np.testing.assert_array_equal(got, want)
 
 
 def test_saving_shares_the_chunks_and_overwritten_frames_free_theirs():

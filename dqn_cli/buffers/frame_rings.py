@@ -253,8 +253,8 @@ class Lz4Frames:
         recent = np.empty_like(self._recent)
         size, window = self.frame_nbytes, len(recent)
         decompress, error = self._lz4.decompress, self._lz4.LZ4BlockError
-        for slot in order.tolist():
-            chunk, offset, length = where[slot].tolist()
+        in_order = where[order].T.tolist()
+        for slot, chunk, offset, length in zip(order.tolist(), *in_order, strict=True):
             try:
                 frame = decompress(
                     chunks[chunk].data[offset : offset + length], uncompressed_size=size
@@ -296,7 +296,8 @@ class Lz4Frames:
                 state, "frame_blocks", (int(offsets[-1]),), np.dtype(np.uint8), what
             )
             chunk_numbers = np.zeros(stored, dtype=np.int64)
-            return [joined], np.stack((chunk_numbers, offsets[:-1], np.diff(offsets)), axis=1)
+            where = np.stack((chunk_numbers, offsets[:-1], np.diff(offsets)), axis=1)
+            return [joined] if stored else [], where
         saved = state.get("frame_chunks")
         if not isinstance(saved, list) or not all(
             isinstance(c, torch.Tensor) and c.dtype == torch.uint8 and c.dim() == 1 for c in saved
