@@ -43,9 +43,10 @@ from bench.common import (
     quiet_overrides,
     train_in_process,
 )
-from dqn_cli.ale_vector import AleVectorEnv, usable_cores
+from dqn_cli.ale_vector import AleVectorEnv
 from dqn_cli.config import EnvConfig
 from dqn_cli.envs import VectorEnv, make_vector_env
+from dqn_cli.run_planning import usable_cores
 
 PATHS = ("gymnasium", "ale")
 ONE_THREAD = "ale, 1 thread"  # what the ale path gains without parallel threads

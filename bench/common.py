@@ -22,6 +22,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, TypeVar
 
+from dqn_cli.run_planning import usable_cores
+
 T = TypeVar("T")
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,7 +61,7 @@ def machine_facts() -> dict[str, str]:
     averages), ``python``, ``versions`` (``PACKAGES``) and ``threads`` (``THREAD_VARIABLES``).
     """
     cores = os.cpu_count() or 0
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cores
+    usable = usable_cores()
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "-"
     return {
         "date": datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),

@@ -24,7 +24,6 @@ sticky actions and a game without FIRE, the observations, rewards and ends are i
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import gymnasium as gym
@@ -34,15 +33,11 @@ from gymnasium.vector import AutoresetMode
 
 from dqn_cli.config import EnvConfig
 from dqn_cli.pixel_envs import register_family
+from dqn_cli.run_planning import usable_cores
 
 # ale-py seeds each C++ env with a non-negative 32-bit int; our seeds go up to 2**32 - 1 plus
 # an env-step offset on resume.
 _ALE_SEED_MODULUS = 2**31
-
-
-def usable_cores() -> int:
-    """Cores this process may run on (its affinity mask, e.g. under SLURM), not the host's."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 class AleVectorEnv:

@@ -141,6 +141,11 @@ def required_network_bytes(config: TrainConfig, spec: EnvSpec) -> int:
     return NETWORK_COPIES * 4 * sum(math.prod(shape) for shape in shapes.values())
 
 
+def usable_cores() -> int:
+    """Cores this process may run on (its affinity mask, e.g. under SLURM), not the host's."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def available_memory_bytes() -> int | None:
     """Memory this process may still use: MemAvailable, or the cgroup's remaining limit where
     lower; None where neither can be read (then nothing is checked)."""
