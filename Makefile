@@ -53,7 +53,7 @@ $(BENCH_STAMP): $(STAMP)
 	touch $(BENCH_STAMP)
 
 # The benchmark commands and their arguments are listed once, in bench/results.py.
-bench: $(BENCH_STAMP) ## benchmarks (vs Stable-Baselines3, update, buffers, ...), written to docs/benchmark-results.md (~15 min)
+bench: $(BENCH_STAMP) ## benchmarks (vs Stable-Baselines3, update, buffers, ...), written to docs/benchmark-results.md (~35 min)
 	$(BIN)/python -m bench.results
 
 bench-quick: $(BENCH_STAMP) ## the same with one repeat and shorter runs, written to docs/benchmark-results-quick.md (~10 min)

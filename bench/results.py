@@ -67,7 +67,7 @@ BENCHMARKS: tuple[Benchmark, ...] = (
     Benchmark(
         "bench.atari_peers",
         "dqn-train vs Stable-Baselines3 DQN on Atari Pong, whole processes, and one update",
-        ("-m", "bench.atari_peers", "--repeats", "2"),
+        ("-m", "bench.atari_peers", "--repeats", "3"),
         ("-m", "bench.atari_peers", "--steps", "2000", "--repeats", "1", "--update-budget", "0.3"),
     ),
     Benchmark(
