@@ -17,6 +17,7 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from dqn_cli.buffers import FrameStackStorage, make_replay_buffer
+from dqn_cli.buffers.frame_rings import PlainFrames
 from dqn_cli.buffers.nstep import NStepAccumulator
 from dqn_cli.checkpoint import save_checkpoint
 from dqn_cli.config import TrainConfig, flatten_keys
@@ -164,7 +165,9 @@ def warn_if_frames_may_not_fit(storage: FrameStackStorage) -> None:
     """Compressed frames take what they compress to, known only as they come (4.6-28x less
     than raw on Atari games): warn at start where they would not fit if they did not compress,
     so that a run on a small machine is watched rather than killed late without a word."""
-    raw = storage.frame_capacity * math.prod(storage.frame_shape) * storage.obs_dtype.itemsize
+    raw = PlainFrames.preallocated_nbytes(
+        storage.frame_capacity, storage.frame_shape, storage.obs_dtype, storage.window
+    )
     available = available_memory_bytes()
     if available is not None and raw > available:
         log.warning(
@@ -224,7 +227,6 @@ def train(
         if isinstance(storage, FrameStackStorage) and storage.ring.compression != "none"
         else None
     )
-    compressed_frames = compressed_store is not None
     log.info(
         "learner: %s; replay storage: %d transitions, %.1f MiB preallocated%s",
         learner.name,
@@ -232,7 +234,7 @@ def train(
         buffer.storage.nbytes / 2**20,
         f", plus the {c.buffer.frame_compression}-compressed frames as they come "
         "(replay/bytes logs the total)"
-        if compressed_frames
+        if compressed_store is not None
         else "",
     )
     if compressed_store is not None:
@@ -339,7 +341,7 @@ def train(
                 logger.scalar("replay/beta", beta_at(step), step)
                 weight_mean = update.importance_weight_mean.item()
                 logger.scalar("replay/importance_weight_mean", weight_mean, step)
-        if compressed_frames:
+        if compressed_store is not None:
             logger.scalar("replay/bytes", buffer.storage.nbytes, step)
         logger.flush()
         if reporter is not None:
