@@ -22,7 +22,9 @@ from tests.test_frame_store import (
     CPU,
     FRAME,
     STACK,
+    assert_resumed_goes_on_alike,
     roundtrip,
+    train_for,
     train_step,
     transitions,
 )
@@ -124,11 +126,7 @@ def test_a_batch_decompresses_each_distinct_frame_once():
 def test_resume_from_lz4_state_gives_identical_future_batches():
     stream = screen_transitions(3, 250, 3, seed=11)
     original, td_rng = frame_buffer("per", 150, seed=4, compression="lz4"), np.random.default_rng(0)
-    for _, args in zip(range(80), stream, strict=False):
-        original.add(*args)
-        if len(original) >= 16:
-            batch = original.sample(16, beta=0.5)
-            original.update_priorities(batch.slots, torch.from_numpy(td_rng.normal(size=16)))
+    train_for(original, stream, 80, td_rng)
     state = roundtrip(original.state_dict())
     stored = min(original.storage.frame_count, original.storage.frame_capacity)
     # The checkpoint holds the compressed bytes, not the frames.
@@ -137,13 +135,8 @@ def test_resume_from_lz4_state_gives_identical_future_batches():
     assert "frames" not in state["storage"]
     resumed = frame_buffer("per", 150, seed=99, compression="lz4")
     resumed.load_state_dict(state)
-    resumed.rng.bit_generator.state = original.rng.bit_generator.state
     assert resumed.storage.nbytes == original.storage.nbytes
-    for args in stream:
-        original.add(*args)
-        resumed.add(*args)
-        assert resumed.storage.frame_count == original.storage.frame_count  # same sharing
-        train_step([original, resumed], td_rng)
+    assert_resumed_goes_on_alike(original, resumed, stream, td_rng)
 
 
 def filled_lz4_storage() -> FrameStackStorage:

@@ -247,25 +247,37 @@ def roundtrip(state: dict) -> dict:
     return torch.load(file, weights_only=True)
 
 
-@pytest.mark.parametrize("kind", ["uniform", "per"])
-def test_resume_from_state_dict_gives_identical_future_batches(kind):
-    stream = transitions(3, 400, 3, seed=11)
-    original, td_rng = buffer_pair(kind, capacity=150, seed=4)[1], np.random.default_rng(0)
-    for _, args in zip(range(120), stream, strict=False):
-        original.add(*args)
-        if len(original) >= 16:
-            batch = original.sample(16, beta=0.5)
-            original.update_priorities(batch.slots, torch.from_numpy(td_rng.normal(size=16)))
-    state = roundtrip(original.state_dict())
-    resumed = buffer_pair(kind, capacity=150, seed=99)[1]
-    resumed.load_state_dict(state)
+def train_for(buffer, stream, steps: int, td_rng: np.random.Generator) -> None:
+    """``steps`` adds from ``stream``, each followed (once a batch fits) by a sample and its
+    priority update, as training does."""
+    for _, args in zip(range(steps), stream, strict=False):
+        buffer.add(*args)
+        if len(buffer) >= 16:
+            batch = buffer.sample(16, beta=0.5)
+            buffer.update_priorities(batch.slots, torch.from_numpy(td_rng.normal(size=16)))
+
+
+def assert_resumed_goes_on_alike(original, resumed, stream, td_rng: np.random.Generator) -> None:
+    """``resumed`` (loaded from ``original``'s state) shares frames and draws batches exactly
+    as ``original`` does for the rest of ``stream``."""
     resumed.rng.bit_generator.state = original.rng.bit_generator.state
-    assert resumed.storage.frame_count == original.storage.frame_count
     for args in stream:
         original.add(*args)
         resumed.add(*args)
         assert resumed.storage.frame_count == original.storage.frame_count  # same sharing
         train_step([original, resumed], td_rng)
+
+
+@pytest.mark.parametrize("kind", ["uniform", "per"])
+def test_resume_from_state_dict_gives_identical_future_batches(kind):
+    stream = transitions(3, 400, 3, seed=11)
+    original, td_rng = buffer_pair(kind, capacity=150, seed=4)[1], np.random.default_rng(0)
+    train_for(original, stream, 120, td_rng)
+    state = roundtrip(original.state_dict())
+    resumed = buffer_pair(kind, capacity=150, seed=99)[1]
+    resumed.load_state_dict(state)
+    assert resumed.storage.frame_count == original.storage.frame_count
+    assert_resumed_goes_on_alike(original, resumed, stream, td_rng)
 
 
 def filled_frame_storage() -> FrameStackStorage:
